@@ -1,0 +1,168 @@
+"""Arrays and devices: where an array lives, its namespace, and the checks on its data.
+
+Everything that asks "is this on the CPU or the GPU?" lives here, so that the rest of the
+library is written once against the array namespace (``numpy`` or ``cupy``) of its inputs.
+Nothing in this module copies data between devices except :func:`to_device`, which is the
+explicit, public way to do it.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+CPU = "cpu"
+GPU = "gpu"
+DEVICES = (CPU, GPU)
+
+# DLPack device types (dlpack.h, DLDeviceType).
+_DLPACK_CPU = 1
+_DLPACK_CUDA = 2
+_DLPACK_CUDA_HOST = 3
+_DLPACK_CUDA_MANAGED = 13
+
+
+class DeviceMismatchError(ValueError):
+    """Inputs of one call live on different devices (batchjac never copies them silently)."""
+
+
+def _cupy():
+    """The cupy module if it is already imported or importable, else None."""
+    mod = sys.modules.get("cupy")
+    if mod is not None:
+        return mod
+    from .backends.dispatch import cupy_module  # the one place that imports CuPy
+
+    return cupy_module()
+
+
+def is_gpu_array(a) -> bool:
+    """True for CuPy arrays and anything else that exposes ``__cuda_array_interface__``."""
+    return hasattr(a, "__cuda_array_interface__")
+
+
+def device_of(a) -> str:
+    """``"cpu"`` or ``"gpu"``: the device an array (or array-like) lives on."""
+    if isinstance(a, np.ndarray) or np.isscalar(a):
+        return CPU
+    if is_gpu_array(a):
+        return GPU
+    dev = getattr(a, "__dlpack_device__", None)
+    if dev is not None:
+        kind = dev()[0]
+        return GPU if kind in (_DLPACK_CUDA, _DLPACK_CUDA_MANAGED) else CPU
+    return CPU
+
+
+def namespace(*arrays):
+    """The array namespace (``numpy`` or ``cupy``) serving these arrays.
+
+    Raises :class:`DeviceMismatchError` if they live on different devices.
+    """
+    device = common_device(*arrays)
+    if device == GPU:
+        return _cupy()
+    return np
+
+
+def common_device(*arrays, names=None) -> str:
+    """The one device of all ``arrays`` (None entries and Python scalars are ignored).
+
+    ``names`` labels the arrays in the error raised for mixed devices.
+    """
+    seen = {}
+    for i, a in enumerate(arrays):
+        if a is None or isinstance(a, (int, float, complex, np.generic)):
+            continue
+        label = names[i] if names is not None else f"argument {i}"
+        seen.setdefault(device_of(a), label)
+    if len(seen) > 1:
+        raise DeviceMismatchError(
+            f"inputs live on different devices: {seen[CPU]} is on the CPU but {seen[GPU]} is on "
+            "the GPU; batchjac never copies between devices silently, move one with "
+            "bj.to_device(x, 'cpu' | 'gpu')"
+        )
+    return next(iter(seen), CPU)
+
+
+def as_array(a, name: str = "x"):
+    """Take ``a`` as a NumPy or CuPy array without copying where the device allows.
+
+    NumPy and CuPy arrays pass through. Objects exposing ``__cuda_array_interface__``
+    (numba device arrays, PyTorch CUDA tensors) become CuPy views; objects exposing
+    ``__dlpack__`` become NumPy or CuPy views according to their device. Lists and
+    scalars become NumPy arrays.
+    """
+    if isinstance(a, np.ndarray):
+        return a
+    cp = sys.modules.get("cupy")
+    if cp is not None and isinstance(a, cp.ndarray):
+        return a
+    if is_gpu_array(a) or device_of(a) == GPU:
+        cp = _cupy()
+        if cp is None:
+            raise TypeError(
+                f"{name}: a GPU array ({type(a).__name__}) needs CuPy to be used by batchjac; "
+                "install the GPU extras: pip install 'batchjac[cuda12]' (or [cuda13])"
+            )
+        if hasattr(a, "__cuda_array_interface__"):
+            return cp.asarray(a)
+        return cp.from_dlpack(a)
+    if hasattr(a, "__dlpack__"):
+        return np.from_dlpack(a)
+    try:
+        return np.asarray(a)
+    except Exception as err:  # ragged lists, objects numpy cannot take
+        raise TypeError(f"{name}: expected an array, got {type(a).__name__}") from err
+
+
+def float_dtype(dtype, name: str = "x"):
+    """The floating dtype an array of ``dtype`` is computed in.
+
+    Real floating types are kept; integers are promoted to float64; anything else
+    (bool, complex, strings, objects) is a ``TypeError`` naming ``name``.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return dtype
+    if dtype.kind in "iu":
+        return np.dtype(np.float64)
+    raise TypeError(
+        f"{name}: expected real floating-point (or integer) data, got dtype {dtype}"
+    )
+
+
+def as_float_array(a, name: str = "x"):
+    """:func:`as_array`, then integer data promoted to float64; non-float data is a TypeError."""
+    a = as_array(a, name)
+    dtype = float_dtype(a.dtype, name)
+    return a if a.dtype == dtype else a.astype(dtype)
+
+
+def to_device(x, device: str):
+    """Copy ``x`` to ``device`` (``"cpu"`` or ``"gpu"``); the explicit way to move data.
+
+    Returns a NumPy array for ``"cpu"`` and a CuPy array for ``"gpu"``. An array already
+    on that device is returned as it is (no copy).
+
+    >>> import numpy as np, batchjac as bj
+    >>> bj.to_device(np.ones(3), "cpu")
+    array([1., 1., 1.])
+    """
+    if device not in DEVICES:
+        raise ValueError(f"device: expected 'cpu' or 'gpu', got {device!r}")
+    if device == CPU:
+        if device_of(x) == CPU:
+            return as_array(x)
+        x = as_array(x)
+        return x.get()
+    from .backends.dispatch import BackendUnavailableError, backend_problem
+
+    problem = backend_problem("cupy")
+    if problem is not None:
+        raise BackendUnavailableError(f"to_device(x, 'gpu'): no GPU array library is usable here: {problem}")
+    cp = _cupy()
+    if device_of(x) == GPU:
+        return as_array(x)
+    return cp.asarray(as_array(x))

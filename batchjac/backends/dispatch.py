@@ -1,0 +1,291 @@
+"""How a call picks its backend, and which implementation serves each primitive.
+
+Selection, first match wins:
+
+1. the ``backend=`` keyword of the call;
+2. the innermost ``with bj.use_backend(name):`` block;
+3. the ``BATCHJAC_BACKEND`` environment variable;
+4. the device of the inputs: NumPy arrays go to ``"numpy"``; GPU arrays go, primitive by
+   primitive, to the first GPU backend of :data:`GPU_PREFERENCE` that is available and
+   implements it.
+
+A named backend must be known and available, and must live on the inputs' device: data
+is never copied between devices behind the caller's back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import importlib
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+
+from .._arrays import CPU, GPU, DeviceMismatchError, common_device
+from .interface import PRIMITIVES
+
+
+class BackendUnavailableError(RuntimeError):
+    """The backend asked for cannot run here; the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    name: str
+    device: str
+    summary: str
+
+
+BACKENDS: dict[str, BackendSpec] = {
+    "numpy": BackendSpec("numpy", CPU, "NumPy on the CPU; always available"),
+    "cupy": BackendSpec("cupy", GPU, "CuPy kernels and cuBLAS/cuSOLVER on an NVIDIA GPU"),
+    "numba": BackendSpec("numba", GPU, "numba-CUDA kernels on an NVIDIA GPU (or its simulator)"),
+}
+
+# Which module serves each primitive on each backend: the one table of the dispatch.
+# None: that backend has no implementation of the primitive (yet); the default GPU
+# dispatch then takes the next backend of GPU_PREFERENCE that has one.
+#
+#   primitive             numpy      cupy       numba
+TABLE: dict[str, dict[str, str | None]] = {
+    "elementwise":        {"numpy": "xp_ops", "cupy": "xp_ops", "numba": None},
+    "scale_rows":         {"numpy": "xp_ops", "cupy": "xp_ops", "numba": None},
+    "scale_cols":         {"numpy": "xp_ops", "cupy": "xp_ops", "numba": None},
+    "batched_matmul":     {"numpy": "xp_ops", "cupy": "xp_ops", "numba": None},
+    "shared_matmul":      {"numpy": "xp_ops", "cupy": "xp_ops", "numba": None},
+    "matmul_shared":      {"numpy": "xp_ops", "cupy": "xp_ops", "numba": None},
+    "diag_to_dense":      {"numpy": "xp_ops", "cupy": "xp_ops", "numba": None},
+    "add_diagonal":       {"numpy": "xp_ops", "cupy": "xp_ops", "numba": None},
+    "matvec":             {"numpy": "xp_ops", "cupy": "xp_ops", "numba": None},
+    "vecmat":             {"numpy": "xp_ops", "cupy": "xp_ops", "numba": None},
+    "slogdet":            {"numpy": "xp_ops", "cupy": "xp_ops", "numba": None},
+    "difference_columns": {"numpy": "xp_ops", "cupy": "xp_ops", "numba": None},
+}  # fmt: skip
+
+# The default GPU backend per primitive, fastest first.
+GPU_PREFERENCE: dict[str, tuple[str, ...]] = {prim: ("cupy", "numba") for prim in TABLE}
+
+ENV_VAR = "BATCHJAC_BACKEND"
+
+assert set(TABLE) == set(PRIMITIVES), "the dispatch table must cover the backend interface"
+
+
+# --------------------------------------------------------------------------------------
+# Availability
+# --------------------------------------------------------------------------------------
+
+_INSTALL_GPU = "pip install 'batchjac[cuda12]' (or 'batchjac[cuda13]' for CUDA 13)"
+
+
+def cupy_module():
+    """The cupy module if it imports, else None (no device needed)."""
+    if "cupy" in sys.modules:
+        return sys.modules["cupy"]
+    if importlib.util.find_spec("cupy") is None:
+        return None
+    try:
+        import cupy
+    except Exception:
+        return None
+    return cupy
+
+
+def _probe_numpy():
+    return None
+
+
+def _probe_cupy():
+    if importlib.util.find_spec("cupy") is None:
+        return f"CuPy is not installed ({_INSTALL_GPU})"
+    cupy = cupy_module()
+    if cupy is None:
+        return "CuPy is installed but fails to import (is the CUDA toolkit it was built for present?)"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as err:
+        return f"CuPy is installed but no CUDA device is usable: {err}"
+    if count == 0:
+        return "CuPy is installed but no CUDA device is present"
+    return None
+
+
+def _probe_numba():
+    if importlib.util.find_spec("numba_cuda") is None:
+        return f"numba-cuda is not installed ({_INSTALL_GPU}, or pip install numba-cuda)"
+    from numba import config, cuda
+
+    if config.ENABLE_CUDASIM:
+        return None
+    try:
+        if cuda.is_available():
+            return None
+    except Exception as err:
+        return f"numba-cuda is installed but the CUDA driver fails: {err}"
+    return (
+        "numba-cuda is installed but no CUDA device or driver is present "
+        "(NUMBA_ENABLE_CUDASIM=1 runs its kernels on the CUDA simulator)"
+    )
+
+
+_PROBES = {"numpy": _probe_numpy, "cupy": _probe_cupy, "numba": _probe_numba}
+_problems: dict[str, str | None] = {}  # probe results, cached for the process
+
+
+def backend_problem(name: str) -> str | None:
+    """Why backend ``name`` cannot run here, or None when it can."""
+    check_known(name)
+    if name not in _problems:
+        _problems[name] = _PROBES[name]()
+    return _problems[name]
+
+
+def available_backends() -> list[str]:
+    """The backends that work on this machine, e.g. ``["numpy", "numba", "cupy"]``.
+
+    >>> import batchjac as bj
+    >>> "numpy" in bj.available_backends()
+    True
+    """
+    return [name for name in BACKENDS if backend_problem(name) is None]
+
+
+def check_known(name) -> None:
+    if name not in BACKENDS:
+        raise ValueError(
+            f"backend: unknown backend {name!r}; known: {', '.join(BACKENDS)}; "
+            f"available here: {', '.join(available_backends())}"
+        )
+
+
+def check_available(name) -> None:
+    problem = backend_problem(name)
+    if problem is not None:
+        raise BackendUnavailableError(
+            f"backend {name!r} is not available here: {problem}; "
+            f"available: {', '.join(available_backends())}"
+        )
+
+
+# --------------------------------------------------------------------------------------
+# Backend objects: the table's implementations bound under the primitives' names
+# --------------------------------------------------------------------------------------
+
+
+class Backend:
+    """A backend as the code above the interface sees it: ``ops.scale_rows(d, a)`` etc."""
+
+    def __init__(self, name: str, device: str, implementations: dict):
+        self.name = name
+        self.device = device
+        self.implementations = implementations  # primitive -> (backend name, function)
+        for prim, (_, fn) in implementations.items():
+            setattr(self, prim, fn)
+
+    def __getattr__(self, prim):
+        if prim in TABLE:
+            serving = [b for b, mod in TABLE[prim].items() if mod is not None]
+            raise BackendUnavailableError(
+                f"primitive {prim!r} has no implementation on backend {self.name!r}; "
+                f"it is implemented on: {', '.join(serving)}"
+            )
+        raise AttributeError(prim)
+
+    def __repr__(self):
+        return f"<batchjac backend {self.name!r} ({self.device})>"
+
+
+def _implementation(prim: str, backend: str):
+    module = TABLE[prim][backend]
+    if module is None:
+        return None
+    return getattr(importlib.import_module(f"batchjac.backends.{module}"), prim)
+
+
+_backends: dict[str, Backend] = {}
+
+
+def get_backend(name: str) -> Backend:
+    """The :class:`Backend` called ``name`` (``"numpy"``, ``"cupy"``, ``"numba"``, or
+    ``"gpu"`` for the default GPU choice per primitive); it must be available."""
+    if name not in _backends:
+        if name == "gpu":
+            _backends[name] = _default_gpu_backend()
+        else:
+            check_known(name)
+            check_available(name)
+            impls = {}
+            for prim in TABLE:
+                fn = _implementation(prim, name)
+                if fn is not None:
+                    impls[prim] = (name, fn)
+            _backends[name] = Backend(name, BACKENDS[name].device, impls)
+    return _backends[name]
+
+
+def _default_gpu_backend() -> Backend:
+    impls = {}
+    for prim, order in GPU_PREFERENCE.items():
+        for name in order:
+            if backend_problem(name) is None and TABLE[prim][name] is not None:
+                impls[prim] = (name, _implementation(prim, name))
+                break
+    if not impls:
+        raise BackendUnavailableError(
+            "the inputs are GPU arrays but no GPU backend is available: "
+            f"cupy: {backend_problem('cupy')}; numba: {backend_problem('numba')}"
+        )
+    return Backend("gpu", GPU, impls)
+
+
+_context: contextvars.ContextVar[str | None] = contextvars.ContextVar("batchjac_backend", default=None)
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """Run the enclosed calls on backend ``name`` unless a call names its own.
+
+    >>> import numpy as np, batchjac as bj
+    >>> with bj.use_backend("numpy"):
+    ...     y, D = bj.elementwise("exp", np.zeros((2, 3)))
+    >>> D.diagonal().tolist()
+    [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
+    """
+    check_known(name)
+    check_available(name)
+    token = _context.set(name)
+    try:
+        yield get_backend(name)
+    finally:
+        _context.reset(token)
+
+
+def requested_backend(backend: str | None = None) -> str | None:
+    """The backend asked for by keyword, context or environment, in that order, or None."""
+    if backend is not None:
+        return backend
+    name = _context.get()
+    if name is not None:
+        return name
+    return os.environ.get(ENV_VAR) or None
+
+
+def select_backend(*arrays, backend: str | None = None, names=None) -> Backend:
+    """The backend serving a call on ``arrays``, by the rules in this module's docstring.
+
+    ``names`` labels the arrays in error messages (``"x"``, ``"factor 2"``).
+    """
+    device = common_device(*arrays, names=names)
+    name = requested_backend(backend)
+    if name is None:
+        return get_backend("numpy" if device == CPU else "gpu")
+    chosen = get_backend(name)
+    has_arrays = any(a is not None and hasattr(a, "shape") for a in arrays)
+    if has_arrays and chosen.device != device:
+        where = "the CPU" if device == CPU else "the GPU"
+        raise DeviceMismatchError(
+            f"backend {name!r} runs on the {chosen.device.upper()} but the inputs are on {where}; "
+            f"move them with bj.to_device(x, {chosen.device!r}) or choose another backend"
+        )
+    return chosen

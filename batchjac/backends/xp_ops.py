@@ -1,0 +1,110 @@
+"""The primitives written against an array namespace: NumPy on the CPU, CuPy on the GPU.
+
+Each function takes the namespace from its inputs, so the same code serves NumPy arrays
+(the NumPy backend) and CuPy arrays (the CuPy backend, until a primitive gets a kernel
+of its own in :mod:`batchjac.backends.cupy_ops`). Shapes follow
+:mod:`batchjac.backends.interface`.
+"""
+
+from __future__ import annotations
+
+from .._arrays import namespace
+from ..rules_elementwise import rule
+
+
+def elementwise(name, *args, **params):
+    found = rule(name)
+    if len(args) != found.arity:
+        raise TypeError(f"elementwise {name!r}: expected {found.arity} array(s), got {len(args)}")
+    return found.evaluate(namespace(*args), *args, **params)
+
+
+def scale_rows(d, a):
+    return d[:, :, None] * a
+
+
+def scale_cols(a, d):
+    return a * d[:, None, :]
+
+
+def batched_matmul(a, b):
+    return namespace(a, b).matmul(a, b)
+
+
+def shared_matmul(A, b):
+    batch, k, n = b.shape
+    flat = b.transpose(1, 0, 2).reshape(k, batch * n)  # (k, B*n): one GEMM for the batch
+    return (A @ flat).reshape(A.shape[0], batch, n).transpose(1, 0, 2)
+
+
+def matmul_shared(a, A):
+    batch, m, k = a.shape
+    return (a.reshape(batch * m, k) @ A).reshape(batch, m, A.shape[1])
+
+
+def diag_to_dense(d):
+    xp = namespace(d)
+    batch, n = d.shape
+    out = xp.zeros((batch, n, n), dtype=d.dtype)
+    out.reshape(batch, n * n)[:, :: n + 1] = d
+    return out
+
+
+def add_diagonal(a, d):
+    xp = namespace(a, d)
+    batch, n = d.shape
+    out = xp.empty((batch, n, n), dtype=xp.result_type(a.dtype, d.dtype))
+    out[...] = a
+    out.reshape(batch, n * n)[:, :: n + 1] += d
+    return out
+
+
+def matvec(a, v):
+    if a.ndim == 2:
+        return v @ a.T
+    return namespace(a, v).matmul(a, v[:, :, None])[:, :, 0]
+
+
+def vecmat(u, a):
+    if a.ndim == 2:
+        return u @ a
+    return namespace(a, u).matmul(u[:, None, :], a)[:, 0, :]
+
+
+def slogdet(a):
+    sign, logabsdet = namespace(a).linalg.slogdet(a)
+    return sign, logabsdet
+
+
+_COMPLEX = {"float32": "complex64", "float64": "complex128"}
+
+
+def difference_columns(f, x, columns, steps, method):
+    xp = namespace(x)
+    batch, n = x.shape
+    k = len(columns)
+    cols = xp.asarray(columns)
+    which = xp.arange(k)
+    steps_t = steps.T  # (k, B)
+    if method == "complex-step":
+        stacked = xp.empty((k, batch, n), dtype=_COMPLEX.get(x.dtype.name, "complex128"))
+        stacked[...] = x
+        stacked[which, :, cols] += 1j * steps_t
+        y = f(stacked.reshape(k * batch, n))
+        return (y.imag.reshape(k, batch, -1) / steps_t[:, :, None]).transpose(1, 2, 0)
+    if method == "central":
+        stacked = xp.empty((2, k, batch, n), dtype=x.dtype)
+        stacked[...] = x
+        stacked[0, which, :, cols] += steps_t
+        stacked[1, which, :, cols] -= steps_t
+        y = f(stacked.reshape(2 * k * batch, n)).reshape(2, k, batch, -1)
+        return ((y[0] - y[1]) / (2 * steps_t[:, :, None])).transpose(1, 2, 0)
+    if method == "forward":
+        stacked = xp.empty((k + 1, batch, n), dtype=x.dtype)
+        stacked[...] = x
+        stacked[1 + which, :, cols] += steps_t
+        y = f(stacked.reshape((k + 1) * batch, n)).reshape(k + 1, batch, -1)
+        return ((y[1:] - y[0]) / steps_t[:, :, None]).transpose(1, 2, 0)
+    raise ValueError(
+        f"method: expected 'complex-step', 'central' or 'forward', got {method!r}"
+    )

@@ -1,0 +1,137 @@
+"""Products and sums of structured Jacobians, keeping structure wherever the result has it.
+
+``J @ K`` (J is ``(B, m, k)``, K is ``(B, k, n)``) and ``J + K`` (both ``(B, m, n)``):
+
+============  ============  ============  ==============  ==============
+J @ K         K: Dense      K: Diagonal   K: Shared       K: Identity
+============  ============  ============  ==============  ==============
+Dense         Dense (bmm)   Dense (cols)  Dense (1 GEMM)  Dense (scale)
+Diagonal      Dense (rows)  Diagonal      Dense (rows)    Diagonal
+Shared        Dense (1 GEMM) Dense (cols) Shared          Shared [#]_
+Identity      Dense (scale) Diagonal      Shared [#]_     Identity
+============  ============  ============  ==============  ==============
+
+============  ============  ============  ==============  ==============
+J + K         K: Dense      K: Diagonal   K: Shared       K: Identity
+============  ============  ============  ==============  ==============
+Dense         Dense         Dense (diag)  Dense           Dense (diag)
+Diagonal      Dense (diag)  Diagonal      Dense (diag)    Diagonal
+Shared        Dense         Dense (diag)  Shared          Shared [#]_
+Identity      Dense (diag)  Diagonal      Shared [#]_     Identity
+============  ============  ============  ==============  ==============
+
+.. [#] ``Dense`` when the identity's scale is per sample (a ``(B,)`` array).
+
+"rows"/"cols": a row or column scaling by the diagonal, never a dense product; "1 GEMM":
+one flattened matrix product for the whole batch; "diag": the diagonal added to a copy;
+"scale": a multiplication by the identity's scale (nothing at all when it is 1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .jacobians import Dense, Diagonal, Identity, Jacobian, Shared
+
+
+def _check_batches(what, J, K):
+    if J.batch != K.batch:
+        raise ValueError(f"{what}: the left operand has batch {J.batch} but the right operand has batch {K.batch}")
+
+
+def _backend(J, K):
+    return J._ops(*K._arrays(), names=("the left operand",) * len(J._arrays()) + ("the right operand",) * len(K._arrays()))
+
+
+def _times_identity(X: Jacobian, I: Identity) -> Jacobian:
+    if I.per_sample:
+        return X._scaled(None, I.scale)
+    if I.scale == 1.0:
+        return X  # an identity factor costs nothing
+    return X._scaled(I.scale, None)
+
+
+_PRODUCTS = {
+    (Dense, Dense): lambda ops, J, K: Dense(ops.batched_matmul(J.a, K.a)),
+    (Dense, Diagonal): lambda ops, J, K: Dense(ops.scale_cols(J.a, K.d)),
+    (Dense, Shared): lambda ops, J, K: Dense(ops.matmul_shared(J.a, K.A)),
+    (Diagonal, Dense): lambda ops, J, K: Dense(ops.scale_rows(J.d, K.a)),
+    (Diagonal, Diagonal): lambda ops, J, K: Diagonal(J.d * K.d),
+    (Diagonal, Shared): lambda ops, J, K: Dense(ops.scale_rows(J.d, K.A)),
+    (Shared, Dense): lambda ops, J, K: Dense(ops.shared_matmul(J.A, K.a)),
+    (Shared, Diagonal): lambda ops, J, K: Dense(ops.scale_cols(J.A, K.d)),
+    (Shared, Shared): lambda ops, J, K: Shared(J.A @ K.A, J.batch),
+}
+
+
+def matmul(J: Jacobian, K: Jacobian) -> Jacobian:
+    """``J @ K`` per sample, with the structure of the table in this module's docstring.
+
+    >>> import numpy as np, batchjac as bj
+    >>> D = bj.Diagonal(np.array([[2.0, 3.0]]))
+    >>> W = bj.Shared(np.array([[1.0, 1.0], [0.0, 1.0]]), batch=1)
+    >>> (D @ W).to_dense().tolist()
+    [[[2.0, 2.0], [0.0, 3.0]]]
+    """
+    _check_batches("matmul", J, K)
+    if J.in_size != K.out_size:
+        raise ValueError(
+            f"matmul: the left operand {J.shape} has input size {J.in_size} but the right "
+            f"operand {K.shape} has output size {K.out_size}"
+        )
+    if isinstance(K, Identity):
+        _backend(J, K)  # device check only
+        return _times_identity(J, K)
+    if isinstance(J, Identity):
+        _backend(J, K)
+        return _times_identity(K, J)
+    return _PRODUCTS[type(J), type(K)](_backend(J, K), J, K)
+
+
+def _sum_identity(ops, X: Jacobian, I: Identity) -> Jacobian:
+    if isinstance(X, Identity):
+        device = X.device if X.per_sample else I.device
+        return Identity(X.in_size, X.batch, X.scale + I.scale, dtype=_sum_dtype(X, I), device=device)
+    if isinstance(X, Diagonal):
+        return Diagonal(X.d + I.scale_column())
+    if isinstance(X, Shared) and not I.per_sample:
+        xp = X._xp()
+        return Shared(X.A + I.scale * xp.eye(X.in_size, dtype=X.dtype), X.batch)
+    matrix = X.a if isinstance(X, Dense) else X.A
+    return Dense(ops.add_diagonal(matrix, I.scale_vector(X._xp(), X.dtype)))
+
+
+def _sum_dtype(X: Identity, I: Identity):
+    if X.is_weak and I.is_weak:
+        return None
+    return np.result_type(*(J.dtype for J in (X, I) if not J.is_weak))
+
+
+_SUMS = {
+    (Dense, Dense): lambda ops, J, K: Dense(J.a + K.a),
+    (Dense, Diagonal): lambda ops, J, K: Dense(ops.add_diagonal(J.a, K.d)),
+    (Dense, Shared): lambda ops, J, K: Dense(J.a + K.A),
+    (Diagonal, Diagonal): lambda ops, J, K: Diagonal(J.d + K.d),
+    (Diagonal, Shared): lambda ops, J, K: Dense(ops.add_diagonal(K.A, J.d)),
+    (Shared, Shared): lambda ops, J, K: Shared(J.A + K.A, J.batch),
+}
+
+
+def add(J: Jacobian, K: Jacobian) -> Jacobian:
+    """``J + K`` per sample, with the structure of the table in this module's docstring.
+
+    >>> import numpy as np, batchjac as bj
+    >>> (bj.Identity(2, batch=1) + bj.Diagonal(np.array([[1.0, 2.0]]))).diagonal().tolist()
+    [[2.0, 3.0]]
+    """
+    _check_batches("add", J, K)
+    if (J.out_size, J.in_size) != (K.out_size, K.in_size):
+        raise ValueError(f"add: the operands' shapes differ: left {J.shape}, right {K.shape}")
+    ops = _backend(J, K)
+    if isinstance(K, Identity):
+        return _sum_identity(ops, J, K)
+    if isinstance(J, Identity):
+        return _sum_identity(ops, K, J)
+    if (type(J), type(K)) in _SUMS:
+        return _SUMS[type(J), type(K)](ops, J, K)
+    return _SUMS[type(K), type(J)](ops, K, J)  # sums commute

@@ -1,0 +1,294 @@
+"""The element-wise rules: value and derivative of every unary and binary operation.
+
+This module is the one home of each element-wise derivative rule of math.md. A rule is
+written once against an array namespace ``xp`` (``numpy`` or ``cupy``) and returns the
+value together with its derivative(s), so a backend computes both in one pass over the
+input. The Jacobian of a unary rule is ``diag(g'(x))``; a binary rule ``u (op) v`` gives
+``diag(dy/du)`` and ``diag(dy/dv)``.
+
+Values used where a function has no derivative (documented here, tested in
+``tests/test_rules_elementwise.py``):
+
+- ``relu``, ``abs``: derivative 0 at 0.
+- ``leaky_relu``: ``alpha`` at 0 (the left branch); ``elu``: ``alpha`` at 0 (the left branch).
+- ``maximum(u, v)`` at a tie: the derivative goes to ``v`` (``dy/du = [u > v]``,
+  ``dy/dv = [u <= v]``); ``minimum(u, v)`` at a tie likewise goes to ``v``
+  (``dy/du = [u < v]``, ``dy/dv = [u >= v]``).
+- ``sqrt`` at 0: ``+inf``; ``pow(u, v)`` with ``u <= 0``: ``dy/dv`` uses ``log(u)`` and is
+  NaN there unless ``u**v`` is 0, where it is taken as 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+_SQRT_2 = math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+@dataclass(frozen=True)
+class ElementwiseRule:
+    """One element-wise operation: ``evaluate(xp, *args, **params) -> (y, *dy_dargs)``."""
+
+    name: str
+    arity: int
+    evaluate: Callable
+    params: dict = field(default_factory=dict)  # parameter name -> default value
+    doc: str = ""
+
+
+UNARY: dict[str, ElementwiseRule] = {}
+BINARY: dict[str, ElementwiseRule] = {}
+
+
+def _unary(name, doc="", **params):
+    def register(fn):
+        UNARY[name] = ElementwiseRule(name, 1, fn, params, doc)
+        return fn
+
+    return register
+
+
+def _binary(name, doc=""):
+    def register(fn):
+        BINARY[name] = ElementwiseRule(name, 2, fn, {}, doc)
+        return fn
+
+    return register
+
+
+def _like(xp, value, x):
+    """``value`` (bool or numeric array) cast to the floating dtype of ``x``."""
+    return xp.asarray(value).astype(x.dtype, copy=False)
+
+
+# --------------------------------------------------------------------------------------
+# Unary rules: y = g(x), dy/dx = diag(g'(x)).
+# --------------------------------------------------------------------------------------
+
+
+@_unary("identity", "x; 1")
+def _identity(xp, x):
+    return x.copy(), xp.ones_like(x)
+
+
+@_unary("negative", "-x; -1")
+def _negative(xp, x):
+    return -x, xp.full_like(x, -1)
+
+
+@_unary("exp", "exp(x); exp(x)")
+def _exp(xp, x):
+    y = xp.exp(x)
+    return y, y
+
+
+@_unary("log", "log(x); 1/x")
+def _log(xp, x):
+    return xp.log(x), 1 / x
+
+
+@_unary("log1p", "log(1+x); 1/(1+x)")
+def _log1p(xp, x):
+    return xp.log1p(x), 1 / (1 + x)
+
+
+@_unary("expm1", "exp(x)-1; exp(x)")
+def _expm1(xp, x):
+    y = xp.expm1(x)
+    return y, y + 1
+
+
+@_unary("sin", "sin(x); cos(x)")
+def _sin(xp, x):
+    return xp.sin(x), xp.cos(x)
+
+
+@_unary("cos", "cos(x); -sin(x)")
+def _cos(xp, x):
+    return xp.cos(x), -xp.sin(x)
+
+
+@_unary("tan", "tan(x); 1 + tan(x)^2")
+def _tan(xp, x):
+    y = xp.tan(x)
+    return y, 1 + y * y
+
+
+@_unary("tanh", "tanh(x); 1 - tanh(x)^2")
+def _tanh(xp, x):
+    y = xp.tanh(x)
+    return y, 1 - y * y
+
+
+def _sigmoid_value(xp, x):
+    # exp of a non-positive number only: no overflow for large |x|.
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+@_unary("sigmoid", "1/(1+exp(-x)); s(1-s)")
+def _sigmoid(xp, x):
+    y = _sigmoid_value(xp, x)
+    return y, y * (1 - y)
+
+
+@_unary("softplus", "log(1+exp(x)); sigmoid(x)")
+def _softplus(xp, x):
+    y = xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
+    return y, _sigmoid_value(xp, x)
+
+
+@_unary("relu", "max(x, 0); [x > 0] (0 at 0)")
+def _relu(xp, x):
+    positive = x > 0
+    return xp.where(positive, x, 0).astype(x.dtype, copy=False), _like(xp, positive, x)
+
+
+@_unary("leaky_relu", "x if x > 0 else alpha x; 1 or alpha (alpha at 0)", alpha=0.01)
+def _leaky_relu(xp, x, alpha=0.01):
+    positive = x > 0
+    y = xp.where(positive, x, alpha * x).astype(x.dtype, copy=False)
+    return y, xp.where(positive, 1, alpha).astype(x.dtype, copy=False)
+
+
+@_unary("elu", "x if x > 0 else alpha (exp(x) - 1); 1 or alpha exp(x) (alpha at 0)", alpha=1.0)
+def _elu(xp, x, alpha=1.0):
+    positive = x > 0
+    em1 = xp.expm1(xp.minimum(x, 0))
+    y = xp.where(positive, x, alpha * em1).astype(x.dtype, copy=False)
+    return y, xp.where(positive, 1, alpha * (em1 + 1)).astype(x.dtype, copy=False)
+
+
+def _erf(xp, x):
+    if xp.__name__ == "numpy":
+        return _numpy_erf()(x)
+    import cupyx.scipy.special as special  # CuPy keeps erf in cupyx
+
+    return special.erf(x)
+
+
+@functools.cache
+def _numpy_erf():
+    """math.erf as a NumPy ufunc (NumPy has none), compiled by numba on first use."""
+    import numba
+
+    @numba.vectorize(["float32(float32)", "float64(float64)"], cache=True)
+    def erf(x):
+        return math.erf(x)
+
+    return erf
+
+
+@_unary("gelu", "x Phi(x) (erf form); Phi(x) + x phi(x)")
+def _gelu(xp, x):
+    cdf = 0.5 * (1 + _erf(xp, x / _SQRT_2))
+    pdf = _INV_SQRT_2PI * xp.exp(-0.5 * x * x)
+    return x * cdf, cdf + x * pdf
+
+
+@_unary("sqrt", "sqrt(x); 1/(2 sqrt(x)) (+inf at 0)")
+def _sqrt(xp, x):
+    y = xp.sqrt(x)
+    with _quiet(xp):
+        return y, 0.5 / y
+
+
+@_unary("square", "x^2; 2x")
+def _square(xp, x):
+    return x * x, 2 * x
+
+
+@_unary("reciprocal", "1/x; -1/x^2")
+def _reciprocal(xp, x):
+    y = 1 / x
+    return y, -(y * y)
+
+
+@_unary("abs", "|x|; sign(x) (0 at 0)")
+def _abs(xp, x):
+    return xp.abs(x), xp.sign(x)
+
+
+@_unary("power", "x^p for a constant p; p x^(p-1)", p=2.0)
+def _power(xp, x, p=2.0):
+    if p == 0:
+        return xp.ones_like(x), xp.zeros_like(x)
+    return x**p, p * x ** (p - 1)
+
+
+# --------------------------------------------------------------------------------------
+# Binary rules: y = u (op) v, dy/du = diag(.), dy/dv = diag(.). Operands broadcast.
+# --------------------------------------------------------------------------------------
+
+
+@_binary("add", "u + v; 1; 1")
+def _add(xp, u, v):
+    y = u + v
+    return y, xp.ones_like(y), xp.ones_like(y)
+
+
+@_binary("sub", "u - v; 1; -1")
+def _sub(xp, u, v):
+    y = u - v
+    return y, xp.ones_like(y), xp.full_like(y, -1)
+
+
+@_binary("mul", "u v; v; u")
+def _mul(xp, u, v):
+    y = u * v
+    return y, xp.broadcast_to(v, y.shape).astype(y.dtype), xp.broadcast_to(u, y.shape).astype(y.dtype)
+
+
+@_binary("div", "u / v; 1/v; -u/v^2")
+def _div(xp, u, v):
+    r = 1 / v
+    y = u * r
+    return y, xp.broadcast_to(r, y.shape).astype(y.dtype), -y * r
+
+
+@_binary("maximum", "max(u, v); [u > v]; [u <= v] (a tie goes to v)")
+def _maximum(xp, u, v):
+    y = xp.maximum(u, v)
+    first = u > v
+    return y, _like(xp, xp.broadcast_to(first, y.shape), y), _like(xp, ~xp.broadcast_to(first, y.shape), y)
+
+
+@_binary("minimum", "min(u, v); [u < v]; [u >= v] (a tie goes to v)")
+def _minimum(xp, u, v):
+    y = xp.minimum(u, v)
+    first = u < v
+    return y, _like(xp, xp.broadcast_to(first, y.shape), y), _like(xp, ~xp.broadcast_to(first, y.shape), y)
+
+
+@_binary("pow", "u^v; v u^(v-1); u^v log(u) (0 where u^v is 0)")
+def _pow(xp, u, v):
+    with _quiet(xp):
+        y = u**v
+        du = v * u ** (v - 1)
+        dv = xp.where(y == 0, 0, y * xp.log(xp.where(y == 0, 1, u)))
+    return y, xp.broadcast_to(du, y.shape).astype(y.dtype), dv.astype(y.dtype, copy=False)
+
+
+def _quiet(xp):
+    """Silence NumPy's floating-point warnings where inf/NaN is the documented result."""
+    if xp.__name__ == "numpy":
+        import numpy as np
+
+        return np.errstate(divide="ignore", invalid="ignore", over="ignore")
+    return contextlib.nullcontext()
+
+
+def rule(name: str) -> ElementwiseRule:
+    """The rule called ``name`` (unary or binary), or a ValueError listing the known ones."""
+    found = UNARY.get(name) or BINARY.get(name)
+    if found is None:
+        raise ValueError(
+            f"name: unknown element-wise operation {name!r}; unary: {', '.join(sorted(UNARY))}; "
+            f"binary: {', '.join(sorted(BINARY))}"
+        )
+    return found
