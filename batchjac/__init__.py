@@ -8,12 +8,72 @@ dispatch layer runs the work on NumPy (CPU), CuPy or numba-CUDA (NVIDIA GPUs).
 
 from ._arrays import DeviceMismatchError, to_device
 from .backends.dispatch import BackendUnavailableError, available_backends, use_backend
+from .chain import chain, chain_jvp, chain_plan, chain_vjp
+from .checking import check_jacobian
+from .api import NumericalFallbackWarning, elementwise, jacobian, register_elementwise, value_and_jacobian
+from .functions import (
+    abs,
+    add,
+    cos,
+    det,
+    divide,
+    dot,
+    elu,
+    exp,
+    expm1,
+    gelu,
+    leaky_relu,
+    linear,
+    log,
+    log1p,
+    log_softmax,
+    matmul,
+    maximum,
+    mean,
+    minimum,
+    multiply,
+    negative,
+    power,
+    quadratic_form,
+    reciprocal,
+    relu,
+    reshape,
+    sigmoid,
+    sin,
+    slogdet,
+    softmax,
+    softplus,
+    sqrt,
+    square,
+    subtract,
+    sum,
+    take,
+    tan,
+    tanh,
+    transpose,
+    where,
+)
 from .jacobians import Dense, Diagonal, Identity, Jacobian, Shared
+from .tracing import TraceError
 
 __version__ = "0.1.0"
 
-__all__ = [
+_ARRAY_FUNCTIONS = [
+    "abs", "add", "cos", "det", "divide", "dot", "elu", "exp", "expm1", "gelu", "leaky_relu",
+    "linear", "log", "log1p", "log_softmax", "matmul", "maximum", "mean", "minimum", "multiply",
+    "negative", "power", "quadratic_form", "reciprocal", "relu", "reshape", "sigmoid", "sin",
+    "slogdet", "softmax", "softplus", "sqrt", "square", "subtract", "sum", "take", "tan", "tanh",
+    "transpose", "where",
+]  # fmt: skip
+
+__all__ = _ARRAY_FUNCTIONS + [
     "BackendUnavailableError",
+    "NumericalFallbackWarning",
+    "TraceError",
+    "elementwise",
+    "jacobian",
+    "register_elementwise",
+    "value_and_jacobian",
     "Dense",
     "DeviceMismatchError",
     "Diagonal",
@@ -21,6 +81,11 @@ __all__ = [
     "Jacobian",
     "Shared",
     "available_backends",
+    "chain",
+    "chain_jvp",
+    "chain_plan",
+    "chain_vjp",
+    "check_jacobian",
     "to_device",
     "use_backend",
 ]

@@ -140,6 +140,11 @@ def as_float_array(a, name: str = "x"):
     return a if a.dtype == dtype else a.astype(dtype)
 
 
+def flatten_samples(a):
+    """``(B, ...) -> (B, size)`` with ``size`` the per-sample size; also for ``B = 0``."""
+    return a.reshape(a.shape[0], int(np.prod(a.shape[1:], dtype=np.int64)))
+
+
 def to_device(x, device: str):
     """Copy ``x`` to ``device`` (``"cpu"`` or ``"gpu"``); the explicit way to move data.
 

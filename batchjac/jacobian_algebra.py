@@ -43,12 +43,24 @@ def _backend(J, K):
     return J._ops(*K._arrays(), names=("the left operand",) * len(J._arrays()) + ("the right operand",) * len(K._arrays()))
 
 
+def _is_unit(I: Identity) -> bool:
+    return not I.per_sample and I.scale == 1.0 and I.is_weak
+
+
 def _times_identity(X: Jacobian, I: Identity) -> Jacobian:
+    if isinstance(X, Identity):
+        if _is_unit(I) or _is_unit(X):
+            return X if _is_unit(I) else I  # a unit identity factor costs nothing
+        return Identity(X.in_size, X.batch, X.scale * I.scale, dtype=_identity_dtype(X, I), device=_identity_device(X, I))
     if I.per_sample:
         return X._scaled(None, I.scale)
     if I.scale == 1.0:
         return X  # an identity factor costs nothing
     return X._scaled(I.scale, None)
+
+
+def _identity_device(X: Identity, I: Identity):
+    return X.device if X.per_sample else I.device
 
 
 _PRODUCTS = {
@@ -90,8 +102,7 @@ def matmul(J: Jacobian, K: Jacobian) -> Jacobian:
 
 def _sum_identity(ops, X: Jacobian, I: Identity) -> Jacobian:
     if isinstance(X, Identity):
-        device = X.device if X.per_sample else I.device
-        return Identity(X.in_size, X.batch, X.scale + I.scale, dtype=_sum_dtype(X, I), device=device)
+        return Identity(X.in_size, X.batch, X.scale + I.scale, dtype=_identity_dtype(X, I), device=_identity_device(X, I))
     if isinstance(X, Diagonal):
         return Diagonal(X.d + I.scale_column())
     if isinstance(X, Shared) and not I.per_sample:
@@ -101,7 +112,7 @@ def _sum_identity(ops, X: Jacobian, I: Identity) -> Jacobian:
     return Dense(ops.add_diagonal(matrix, I.scale_vector(X._xp(), X.dtype)))
 
 
-def _sum_dtype(X: Identity, I: Identity):
+def _identity_dtype(X: Identity, I: Identity):
     if X.is_weak and I.is_weak:
         return None
     return np.result_type(*(J.dtype for J in (X, I) if not J.is_weak))

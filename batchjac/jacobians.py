@@ -97,6 +97,8 @@ class Jacobian:
         if isinstance(c, numbers.Real) and not isinstance(c, bool):
             return self._scaled(float(c), None)
         c = as_float_array(c, "c")
+        if c.shape == ():
+            c = namespace(c).broadcast_to(c, (self.batch,))
         if c.shape != (self.batch,):
             raise ValueError(f"scaled: c must be a number or of shape ({self.batch},), got shape {tuple(c.shape)}")
         self._ops(c, names=("the Jacobian", "c"))
@@ -229,7 +231,7 @@ class Diagonal(Jacobian):
     _vjp = _jvp
 
     def diagonal(self):
-        """``d`` itself, ``(B, n)``."""
+        """The stored diagonal ``d`` itself (not a copy), ``(B, n)``."""
         return self.d
 
     def _slogdet(self):
@@ -301,12 +303,14 @@ class Shared(Jacobian):
         return xp.broadcast_to(sign, (self.batch,)).copy(), xp.broadcast_to(logabsdet, (self.batch,)).copy()
 
 
-class Identity(Jacobian):
+class Identity(Diagonal):
     """``scale * I_n`` for each of ``batch`` samples; ``scale`` a number or a ``(B,)`` array.
 
-    Stores nothing of size ``n``; a product with an ``Identity`` is a scaling (or nothing
-    at all when ``scale == 1``). With a numeric ``scale`` and no ``dtype``, the identity
-    takes the dtype of whatever it meets; ``device`` picks where :meth:`to_dense` builds.
+    A diagonal Jacobian (``isinstance(I, bj.Diagonal)`` holds, and ``I.d`` is a read-only
+    ``(B, n)`` view) that stores nothing of size ``n``: a product with an ``Identity`` is a
+    scaling, or nothing at all when ``scale == 1``. With a numeric ``scale`` and no
+    ``dtype``, the identity takes the dtype of whatever it meets; ``device`` picks where
+    :meth:`to_dense` builds.
 
     >>> import numpy as np, batchjac as bj
     >>> I = bj.Identity(2, batch=1, scale=3.0)
@@ -328,6 +332,11 @@ class Identity(Jacobian):
             self.scale = namespace(s).broadcast_to(s, (self.batch,))
             self._dtype = s.dtype if dtype is None else float_dtype(dtype, "dtype")
             self._device = device_of(s)
+
+    @property
+    def d(self):
+        """The diagonal, ``(B, n)``: a read-only broadcast of the scale."""
+        return self.scale_vector()
 
     @property
     def per_sample(self) -> bool:
@@ -390,5 +399,7 @@ class Identity(Jacobian):
     def _slogdet(self):
         xp = self._xp_for_device()
         s = xp.broadcast_to(xp.asarray(self.scale, dtype=self.dtype), (self.batch,))
+        if self.in_size == 0:  # the empty determinant is 1
+            return xp.ones_like(s), xp.zeros_like(s)
         with np.errstate(divide="ignore"):
             return xp.sign(s) ** self.in_size, self.in_size * xp.log(xp.abs(s))

@@ -14,8 +14,9 @@ Values used where a function has no derivative (documented here, tested in
 - ``maximum(u, v)`` at a tie: the derivative goes to ``v`` (``dy/du = [u > v]``,
   ``dy/dv = [u <= v]``); ``minimum(u, v)`` at a tie likewise goes to ``v``
   (``dy/du = [u < v]``, ``dy/dv = [u >= v]``).
-- ``sqrt`` at 0: ``+inf``; ``pow(u, v)`` with ``u <= 0``: ``dy/dv`` uses ``log(u)`` and is
-  NaN there unless ``u**v`` is 0, where it is taken as 0.
+- ``sqrt`` at 0: ``+inf``. ``pow(u, v)``: ``dy/du`` is 0 where ``v == 0`` (``u**0`` is
+  constant); ``dy/dv = u**v log(u)`` is NaN for ``u < 0``, 0 where ``u**v == 0`` (``u = 0``,
+  ``v > 0``) and ``-inf`` at ``u = 0, v = 0``.
 """
 
 from __future__ import annotations
@@ -32,13 +33,30 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 @dataclass(frozen=True)
 class ElementwiseRule:
-    """One element-wise operation: ``evaluate(xp, *args, **params) -> (y, *dy_dargs)``."""
+    """One element-wise operation.
+
+    ``generate(xp, *args, **params)`` is a generator that yields the value first and then
+    the derivative with respect to each argument, so that a caller who wants the value
+    alone never computes a derivative.
+    """
 
     name: str
     arity: int
-    evaluate: Callable
+    generate: Callable
     params: dict = field(default_factory=dict)  # parameter name -> default value
     doc: str = ""
+    user: bool = False  # registered by bj.register_elementwise
+
+    def value(self, xp, *args, **params):
+        steps = self.generate(xp, *args, **params)
+        try:
+            return next(steps)
+        finally:
+            steps.close()
+
+    def value_and_derivatives(self, xp, *args, **params):
+        """``(y, dy/darg_1, ...)``, all of the broadcast shape of the arguments."""
+        return tuple(self.generate(xp, *args, **params))
 
 
 UNARY: dict[str, ElementwiseRule] = {}
@@ -73,56 +91,66 @@ def _like(xp, value, x):
 
 @_unary("identity", "x; 1")
 def _identity(xp, x):
-    return x.copy(), xp.ones_like(x)
+    yield x.copy()
+    yield xp.ones_like(x)
 
 
 @_unary("negative", "-x; -1")
 def _negative(xp, x):
-    return -x, xp.full_like(x, -1)
+    yield -x
+    yield xp.full_like(x, -1)
 
 
 @_unary("exp", "exp(x); exp(x)")
 def _exp(xp, x):
     y = xp.exp(x)
-    return y, y
+    yield y
+    yield y
 
 
 @_unary("log", "log(x); 1/x")
 def _log(xp, x):
-    return xp.log(x), 1 / x
+    yield xp.log(x)
+    yield 1 / x
 
 
 @_unary("log1p", "log(1+x); 1/(1+x)")
 def _log1p(xp, x):
-    return xp.log1p(x), 1 / (1 + x)
+    yield xp.log1p(x)
+    yield 1 / (1 + x)
 
 
 @_unary("expm1", "exp(x)-1; exp(x)")
 def _expm1(xp, x):
     y = xp.expm1(x)
-    return y, y + 1
+    yield y
+    yield y + 1
 
 
 @_unary("sin", "sin(x); cos(x)")
 def _sin(xp, x):
-    return xp.sin(x), xp.cos(x)
+    yield xp.sin(x)
+    yield xp.cos(x)
 
 
 @_unary("cos", "cos(x); -sin(x)")
 def _cos(xp, x):
-    return xp.cos(x), -xp.sin(x)
+    yield xp.cos(x)
+    yield -xp.sin(x)
 
 
 @_unary("tan", "tan(x); 1 + tan(x)^2")
 def _tan(xp, x):
     y = xp.tan(x)
-    return y, 1 + y * y
+    yield y
+    yield 1 + y * y
 
 
 @_unary("tanh", "tanh(x); 1 - tanh(x)^2")
 def _tanh(xp, x):
     y = xp.tanh(x)
-    return y, 1 - y * y
+    yield y
+    yield 1 - y * y
 
 
 def _sigmoid_value(xp, x):
@@ -133,35 +161,37 @@ def _sigmoid_value(xp, x):
 
 @_unary("sigmoid", "1/(1+exp(-x)); s(1-s)")
 def _sigmoid(xp, x):
-    y = _sigmoid_value(xp, x)
-    return y, y * (1 - y)
+    e = xp.exp(-xp.abs(x))
+    yield xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    yield e / ((1 + e) * (1 + e))  # s(1-s) without the cancellation of 1 - s for large x
 
 
 @_unary("softplus", "log(1+exp(x)); sigmoid(x)")
 def _softplus(xp, x):
-    y = xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
-    return y, _sigmoid_value(xp, x)
+    yield xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
+    yield _sigmoid_value(xp, x)
 
 
 @_unary("relu", "max(x, 0); [x > 0] (0 at 0)")
 def _relu(xp, x):
     positive = x > 0
-    return xp.where(positive, x, 0).astype(x.dtype, copy=False), _like(xp, positive, x)
+    yield xp.where(positive, x, 0).astype(x.dtype, copy=False)
+    yield _like(xp, positive, x)
 
 
 @_unary("leaky_relu", "x if x > 0 else alpha x; 1 or alpha (alpha at 0)", alpha=0.01)
 def _leaky_relu(xp, x, alpha=0.01):
     positive = x > 0
-    y = xp.where(positive, x, alpha * x).astype(x.dtype, copy=False)
-    return y, xp.where(positive, 1, alpha).astype(x.dtype, copy=False)
+    yield xp.where(positive, x, alpha * x).astype(x.dtype, copy=False)
+    yield xp.where(positive, 1, alpha).astype(x.dtype, copy=False)
 
 
 @_unary("elu", "x if x > 0 else alpha (exp(x) - 1); 1 or alpha exp(x) (alpha at 0)", alpha=1.0)
 def _elu(xp, x, alpha=1.0):
     positive = x > 0
     em1 = xp.expm1(xp.minimum(x, 0))
-    y = xp.where(positive, x, alpha * em1).astype(x.dtype, copy=False)
-    return y, xp.where(positive, 1, alpha * (em1 + 1)).astype(x.dtype, copy=False)
+    yield xp.where(positive, x, alpha * em1).astype(x.dtype, copy=False)
+    yield xp.where(positive, 1, alpha * (em1 + 1)).astype(x.dtype, copy=False)
 
 
 def _erf(xp, x):
@@ -187,38 +217,46 @@ def _numpy_erf():
 @_unary("gelu", "x Phi(x) (erf form); Phi(x) + x phi(x)")
 def _gelu(xp, x):
     cdf = 0.5 * (1 + _erf(xp, x / _SQRT_2))
-    pdf = _INV_SQRT_2PI * xp.exp(-0.5 * x * x)
-    return x * cdf, cdf + x * pdf
+    yield x * cdf
+    yield cdf + x * (_INV_SQRT_2PI * xp.exp(-0.5 * x * x))
 
 
 @_unary("sqrt", "sqrt(x); 1/(2 sqrt(x)) (+inf at 0)")
 def _sqrt(xp, x):
     y = xp.sqrt(x)
+    yield y
     with _quiet(xp):
-        return y, 0.5 / y
+        dy = 0.5 / y
+    yield dy
 
 
 @_unary("square", "x^2; 2x")
 def _square(xp, x):
-    return x * x, 2 * x
+    yield x * x
+    yield 2 * x
 
 
 @_unary("reciprocal", "1/x; -1/x^2")
 def _reciprocal(xp, x):
     y = 1 / x
-    return y, -(y * y)
+    yield y
+    yield -(y * y)
 
 
 @_unary("abs", "|x|; sign(x) (0 at 0)")
 def _abs(xp, x):
-    return xp.abs(x), xp.sign(x)
+    yield xp.abs(x)
+    yield xp.sign(x)
 
 
 @_unary("power", "x^p for a constant p; p x^(p-1)", p=2.0)
 def _power(xp, x, p=2.0):
     if p == 0:
-        return xp.ones_like(x), xp.zeros_like(x)
-    return x**p, p * x ** (p - 1)
+        yield xp.ones_like(x)
+        yield xp.zeros_like(x)
+        return
+    yield x**p
+    yield p * x ** (p - 1)
 
 
 # --------------------------------------------------------------------------------------
@@ -226,52 +264,72 @@ def _power(xp, x, p=2.0):
 # --------------------------------------------------------------------------------------
 
 
+def _full(xp, a, y):
+    """``a`` broadcast to the shape and dtype of ``y``, as a new array."""
+    return xp.broadcast_to(a, y.shape).astype(y.dtype)
+
+
 @_binary("add", "u + v; 1; 1")
 def _add(xp, u, v):
     y = u + v
-    return y, xp.ones_like(y), xp.ones_like(y)
+    yield y
+    yield xp.ones_like(y)
+    yield xp.ones_like(y)
 
 
 @_binary("sub", "u - v; 1; -1")
 def _sub(xp, u, v):
     y = u - v
-    return y, xp.ones_like(y), xp.full_like(y, -1)
+    yield y
+    yield xp.ones_like(y)
+    yield xp.full_like(y, -1)
 
 
 @_binary("mul", "u v; v; u")
 def _mul(xp, u, v):
     y = u * v
-    return y, xp.broadcast_to(v, y.shape).astype(y.dtype), xp.broadcast_to(u, y.shape).astype(y.dtype)
+    yield y
+    yield _full(xp, v, y)
+    yield _full(xp, u, y)
 
 
 @_binary("div", "u / v; 1/v; -u/v^2")
 def _div(xp, u, v):
-    r = 1 / v
-    y = u * r
-    return y, xp.broadcast_to(r, y.shape).astype(y.dtype), -y * r
+    y = u / v
+    yield y
+    r = _full(xp, 1 / v, y)
+    yield r
+    yield -y * r
 
 
 @_binary("maximum", "max(u, v); [u > v]; [u <= v] (a tie goes to v)")
 def _maximum(xp, u, v):
     y = xp.maximum(u, v)
-    first = u > v
-    return y, _like(xp, xp.broadcast_to(first, y.shape), y), _like(xp, ~xp.broadcast_to(first, y.shape), y)
+    yield y
+    first = xp.broadcast_to(u > v, y.shape)
+    yield _like(xp, first, y)
+    yield _like(xp, ~first, y)
 
 
 @_binary("minimum", "min(u, v); [u < v]; [u >= v] (a tie goes to v)")
 def _minimum(xp, u, v):
     y = xp.minimum(u, v)
-    first = u < v
-    return y, _like(xp, xp.broadcast_to(first, y.shape), y), _like(xp, ~xp.broadcast_to(first, y.shape), y)
+    yield y
+    first = xp.broadcast_to(u < v, y.shape)
+    yield _like(xp, first, y)
+    yield _like(xp, ~first, y)
 
 
-@_binary("pow", "u^v; v u^(v-1); u^v log(u) (0 where u^v is 0)")
+@_binary("pow", "u^v; v u^(v-1) (0 where v is 0); u^v log(u) (0 where u^v is 0)")
 def _pow(xp, u, v):
     with _quiet(xp):
         y = u**v
-        du = v * u ** (v - 1)
-        dv = xp.where(y == 0, 0, y * xp.log(xp.where(y == 0, 1, u)))
-    return y, xp.broadcast_to(du, y.shape).astype(y.dtype), dv.astype(y.dtype, copy=False)
+    yield y
+    with _quiet(xp):
+        du = _full(xp, xp.where(v == 0, 0, v * u ** (v - 1)), y)
+        dv = xp.where(y == 0, 0, y * xp.log(xp.where(y == 0, 1, u))).astype(y.dtype, copy=False)
+    yield du
+    yield dv
 
 
 def _quiet(xp):

@@ -185,10 +185,10 @@ class Backend:
 
     def __getattr__(self, prim):
         if prim in TABLE:
-            serving = [b for b, mod in TABLE[prim].items() if mod is not None]
+            serving = [b for b, mod in TABLE[prim].items() if mod is not None and backend_problem(b) is None]
             raise BackendUnavailableError(
                 f"primitive {prim!r} has no implementation on backend {self.name!r}; "
-                f"it is implemented on: {', '.join(serving)}"
+                f"available backends implementing it: {', '.join(serving) or 'none'}"
             )
         raise AttributeError(prim)
 

@@ -16,7 +16,7 @@ def elementwise(name, *args, **params):
     found = rule(name)
     if len(args) != found.arity:
         raise TypeError(f"elementwise {name!r}: expected {found.arity} array(s), got {len(args)}")
-    return found.evaluate(namespace(*args), *args, **params)
+    return found.value_and_derivatives(namespace(*args), *args, **params)
 
 
 def scale_rows(d, a):
@@ -76,9 +76,6 @@ def slogdet(a):
     return sign, logabsdet
 
 
-_COMPLEX = {"float32": "complex64", "float64": "complex128"}
-
-
 def difference_columns(f, x, columns, steps, method):
     xp = namespace(x)
     batch, n = x.shape
@@ -87,7 +84,8 @@ def difference_columns(f, x, columns, steps, method):
     which = xp.arange(k)
     steps_t = steps.T  # (k, B)
     if method == "complex-step":
-        stacked = xp.empty((k, batch, n), dtype=_COMPLEX.get(x.dtype.name, "complex128"))
+        # The narrowest complex type holding x: complex64 for float16 and float32.
+        stacked = xp.empty((k, batch, n), dtype=xp.result_type(x.dtype, xp.complex64))
         stacked[...] = x
         stacked[which, :, cols] += 1j * steps_t
         y = f(stacked.reshape(k * batch, n))
