@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .jacobians import Identity, Jacobian, Shared
+from .jacobians import Diagonal, Identity, Jacobian, Shared
 
 
 class TraceError(TypeError):
@@ -206,15 +206,28 @@ def record(value, parents) -> Traced:
     """A :class:`Traced` result ``value`` with local Jacobians ``[(operand, make_J), ...]``.
 
     Only traced operands get an edge, and ``make_J()`` is called only for them. Edges
-    to the same parent (``x * x``) are summed.
+    to the same parent (``x * x``) are summed. A diagonal step after diagonal steps is
+    multiplied out at once (see :func:`_compose_diagonal`).
     """
     edges: dict = {}
     for operand, make_jacobian in parents:
         if isinstance(operand, Traced):
-            J = make_jacobian()
-            node = operand.node
-            edges[node] = edges[node] + J if node in edges else J
+            for node, J in _compose_diagonal(operand.node, make_jacobian()):
+                edges[node] = edges[node] + J if node in edges else J
     return Traced(value, Node(value.shape, edges))
+
+
+def _compose_diagonal(node: Node, J: Jacobian):
+    """Edges for a local Jacobian ``J`` w.r.t. ``node``: ``[(node, J)]``, or, when ``J``
+    and all of ``node``'s own edges are diagonal, ``[(parent, J @ D_parent), ...]``.
+
+    A product of diagonals costs the same whenever it is done, and doing it now lets
+    the intermediate node (and its diagonal) be freed as soon as ``f`` drops it: a deep
+    element-wise chain then holds one diagonal, not one per step.
+    """
+    if isinstance(J, Diagonal) and node.parents and all(isinstance(D, Diagonal) for D in node.parents.values()):
+        return [(parent, J @ D) for parent, D in node.parents.items()]
+    return [(node, J)]
 
 
 def trace(f, args, argnums):

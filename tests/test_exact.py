@@ -612,3 +612,45 @@ def test_operations_that_would_mix_samples_raise(rng):
         bj.jacobian(lambda x: x + bj.sum(x), square, method="exact")
     with pytest.raises(ValueError, match="keeps the batch axis 0 first"):
         bj.jacobian(lambda x: bj.transpose(x, (1, 0)), x, method="exact")
+
+
+# --------------------------------------------------------------------------------------
+# The planner inside the exact Jacobian
+# --------------------------------------------------------------------------------------
+
+
+def _tanh_mlp(sizes, rng, on_device):
+    weights = [on_device(rng.standard_normal((m, n)) / np.sqrt(n)) for n, m in zip(sizes[:-1], sizes[1:])]
+
+    def f(x):
+        for i, W in enumerate(weights):
+            x = bj.linear(x, W)
+            if i < len(weights) - 1:
+                x = bj.tanh(x)
+        return x
+
+    def dense_product(x):
+        J, h = np.broadcast_to(np.eye(sizes[0]), (len(x), sizes[0], sizes[0])), x
+        for i, W in enumerate(map(to_numpy, weights)):
+            h = h @ W.T
+            J = W @ J
+            if i < len(weights) - 1:
+                J = (1 - np.tanh(h) ** 2)[:, :, None] * J
+                h = np.tanh(h)
+        return J
+
+    return f, dense_product
+
+
+@pytest.mark.parametrize(
+    "sizes, order",
+    [([784, 1024, 1024, 10], "((((J5 J4) J3) J2) J1)"), ([10, 1024, 784], "(J3 (J2 J1))")],
+    ids=["classifier-reverse", "decoder-forward"],
+)
+def test_traced_chains_take_the_cheapest_order(sizes, order, backend, on_device, rng):
+    f, dense_product = _tanh_mlp(sizes, rng, on_device)
+    x = rng.standard_normal((3, sizes[0]))
+    J = bj.jacobian(f, on_device(x), method="exact", structured=True)
+    assert J.plan.order == order
+    assert f"chain of {2 * len(sizes) - 3} factors" in J.plan.explain() and J.plan.flops > 0
+    assert_close(J.to_dense(), dense_product(x))

@@ -181,12 +181,7 @@ DIFFERENCES = {
 }
 
 
-EMPTY_BATCH_BUG = pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "bug: xp_ops.difference_columns with B=0 reshapes f's (0, m) output with -1 "
-    "('cannot reshape array of size 0 into shape (k,0,newaxis)'); expected (0, m, k)"))
-
-
-@pytest.mark.parametrize("batch", [pytest.param(0, marks=EMPTY_BATCH_BUG), B])
+@pytest.mark.parametrize("batch", [0, B])
 @pytest.mark.parametrize("method", list(DIFFERENCES))
 def test_difference_columns_match_the_analytic_jacobian(ops, xp, rng, dtype, on_device, method, batch):
     x = rng.uniform(-1.5, 1.5, (batch, 3)).astype(dtype)

@@ -89,19 +89,21 @@ def difference_columns(f, x, columns, steps, method):
         stacked[...] = x
         stacked[which, :, cols] += 1j * steps_t
         y = f(stacked.reshape(k * batch, n))
-        return (y.imag.reshape(k, batch, -1) / steps_t[:, :, None]).transpose(1, 2, 0)
+        return (y.imag.reshape(k, batch, y.shape[-1]) / steps_t[:, :, None]).transpose(1, 2, 0)
     if method == "central":
         stacked = xp.empty((2, k, batch, n), dtype=x.dtype)
         stacked[...] = x
         stacked[0, which, :, cols] += steps_t
         stacked[1, which, :, cols] -= steps_t
-        y = f(stacked.reshape(2 * k * batch, n)).reshape(2, k, batch, -1)
+        y = f(stacked.reshape(2 * k * batch, n))
+        y = y.reshape(2, k, batch, y.shape[-1])  # m explicit: -1 is ambiguous when B = 0
         return ((y[0] - y[1]) / (2 * steps_t[:, :, None])).transpose(1, 2, 0)
     if method == "forward":
         stacked = xp.empty((k + 1, batch, n), dtype=x.dtype)
         stacked[...] = x
         stacked[1 + which, :, cols] += steps_t
-        y = f(stacked.reshape((k + 1) * batch, n)).reshape(k + 1, batch, -1)
+        y = f(stacked.reshape((k + 1) * batch, n))
+        y = y.reshape(k + 1, batch, y.shape[-1])
         return ((y[1:] - y[0]) / steps_t[:, :, None]).transpose(1, 2, 0)
     raise ValueError(
         f"method: expected 'complex-step', 'central' or 'forward', got {method!r}"

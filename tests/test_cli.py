@@ -1,0 +1,37 @@
+"""The command line: ``python -m batchjac info | demo | bench``, run as a user would."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "batchjac", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_info_lists_backends_and_versions():
+    result = run("info")
+    assert result.returncode == 0, result.stderr
+    for text in ("batchjac", "numpy", "backends:", "devices:", "cupy", "numba"):
+        assert text in result.stdout
+
+
+def test_demo_checks_its_jacobian_against_a_numerical_reference():
+    result = run("demo", "--batch", "32")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "shape     (32, 10, 64)" in result.stdout
+    error = float(result.stdout.split("max error")[1].split()[0])
+    assert error < 1e-4
+
+
+@pytest.mark.parametrize("name", [None, "no-such-benchmark"])
+def test_bench_without_a_known_name_lists_the_benchmarks(name):
+    result = run("bench", *([name] if name else []))
+    assert result.returncode == 2
+    assert "choose a benchmark" in result.stderr and "chain" in result.stderr
+
+
+def test_unknown_command_is_refused():
+    result = run("frobnicate")
+    assert result.returncode == 2 and "invalid choice" in result.stderr
