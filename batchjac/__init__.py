@@ -7,10 +7,10 @@ dispatch layer runs the work on NumPy (CPU), CuPy or numba-CUDA (NVIDIA GPUs).
 """
 
 from ._arrays import DeviceMismatchError, to_device
+from .api import NumericalFallbackWarning, elementwise, jacobian, register_elementwise, value_and_jacobian
 from .backends.dispatch import BackendUnavailableError, available_backends, use_backend
 from .chain import chain, chain_jvp, chain_plan, chain_vjp
 from .checking import check_jacobian
-from .api import NumericalFallbackWarning, elementwise, jacobian, register_elementwise, value_and_jacobian
 from .functions import (
     abs,
     add,
@@ -58,34 +58,66 @@ from .tracing import TraceError
 
 __version__ = "0.1.0"
 
-_ARRAY_FUNCTIONS = [
-    "abs", "add", "cos", "det", "divide", "dot", "elu", "exp", "expm1", "gelu", "leaky_relu",
-    "linear", "log", "log1p", "log_softmax", "matmul", "maximum", "mean", "minimum", "multiply",
-    "negative", "power", "quadratic_form", "reciprocal", "relu", "reshape", "sigmoid", "sin",
-    "slogdet", "softmax", "softplus", "sqrt", "square", "subtract", "sum", "take", "tan", "tanh",
-    "transpose", "where",
-]  # fmt: skip
-
-__all__ = _ARRAY_FUNCTIONS + [
+__all__ = [
     "BackendUnavailableError",
-    "NumericalFallbackWarning",
-    "TraceError",
-    "elementwise",
-    "jacobian",
-    "register_elementwise",
-    "value_and_jacobian",
     "Dense",
     "DeviceMismatchError",
     "Diagonal",
     "Identity",
     "Jacobian",
+    "NumericalFallbackWarning",
     "Shared",
+    "TraceError",
+    "abs",
+    "add",
     "available_backends",
     "chain",
     "chain_jvp",
     "chain_plan",
     "chain_vjp",
     "check_jacobian",
+    "cos",
+    "det",
+    "divide",
+    "dot",
+    "elementwise",
+    "elu",
+    "exp",
+    "expm1",
+    "gelu",
+    "jacobian",
+    "leaky_relu",
+    "linear",
+    "log",
+    "log1p",
+    "log_softmax",
+    "matmul",
+    "maximum",
+    "mean",
+    "minimum",
+    "multiply",
+    "negative",
+    "power",
+    "quadratic_form",
+    "reciprocal",
+    "register_elementwise",
+    "relu",
+    "reshape",
+    "sigmoid",
+    "sin",
+    "slogdet",
+    "softmax",
+    "softplus",
+    "sqrt",
+    "square",
+    "subtract",
+    "sum",
+    "take",
+    "tan",
+    "tanh",
     "to_device",
+    "transpose",
     "use_backend",
+    "value_and_jacobian",
+    "where",
 ]

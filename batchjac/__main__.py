@@ -65,8 +65,10 @@ def _gpu_lines():
 
 
 def _mlp(layers, dtype, rng):
-    return [(rng.standard_normal((m, n)).astype(dtype) / np.sqrt(n), rng.standard_normal(m).astype(dtype) * 0.1)
-            for n, m in zip(layers[:-1], layers[1:])]
+    return [
+        (rng.standard_normal((m, n)).astype(dtype) / np.sqrt(n), rng.standard_normal(m).astype(dtype) * 0.1)
+        for n, m in zip(layers[:-1], layers[1:])
+    ]
 
 
 def _mlp_forward(fns, params, x):
@@ -94,7 +96,10 @@ def demo(batch=512, layers=(64, 128, 128, 10), repeats=5) -> int:
     rng = np.random.default_rng(0)
     params64 = _mlp(layers, np.float64, rng)
     x64 = rng.standard_normal((batch, layers[0]))
-    params = [(bj.to_device(W.astype(np.float32), device), bj.to_device(b.astype(np.float32), device)) for W, b in params64]
+    params = [
+        (bj.to_device(W.astype(np.float32), device), bj.to_device(b.astype(np.float32), device))
+        for W, b in params64
+    ]
     x = bj.to_device(x64.astype(np.float32), device)
 
     def f(x):
@@ -110,7 +115,9 @@ def demo(batch=512, layers=(64, 128, 128, 10), repeats=5) -> int:
     reference = bj.jacobian(lambda x: _mlp_forward(_NumpyFunctions, params64, x), x64, method="complex-step")
     error = float(np.max(np.abs(bj.to_device(J, "cpu") - reference)) / np.max(np.abs(reference)))
     plan = bj.jacobian(f, x, method="exact", structured=True).plan
-    print(f"batchjac demo: input Jacobian of an MLP {' -> '.join(map(str, layers))} (tanh), batch {batch}, float32")
+    print(
+        f"batchjac demo: input Jacobian of an MLP {' -> '.join(map(str, layers))} (tanh), batch {batch}, float32"
+    )
     print(f"  backend   {backend} ({device})")
     print(f"  shape     {tuple(J.shape)}")
     print(f"  plan      {plan.order}")
@@ -139,7 +146,10 @@ def bench(name, args) -> int:
     """Run ``benchmarks/run.py`` (the suite) or ``benchmarks/bench_NAME.py`` with ``args``."""
     folder = _benchmarks_dir()
     if folder is None:
-        print("bench: the benchmarks/ folder is not here; run from a source checkout of batchjac", file=sys.stderr)
+        print(
+            "bench: the benchmarks/ folder is not here; run from a source checkout of batchjac",
+            file=sys.stderr,
+        )
         return 2
     scripts = {p.stem.removeprefix("bench_"): p for p in folder.glob("bench_*.py")}
     if (folder / "run.py").exists():
@@ -152,7 +162,9 @@ def bench(name, args) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m batchjac", description="batched Jacobians on the GPU and the CPU")
+    parser = argparse.ArgumentParser(
+        prog="python -m batchjac", description="batched Jacobians on the GPU and the CPU"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("info", help="backends, devices and versions")
     demo_parser = commands.add_parser("demo", help="Jacobians of a small network, checked and timed")

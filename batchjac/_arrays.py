@@ -128,9 +128,7 @@ def float_dtype(dtype, name: str = "x"):
         return dtype
     if dtype.kind in "iu":
         return np.dtype(np.float64)
-    raise TypeError(
-        f"{name}: expected real floating-point (or integer) data, got dtype {dtype}"
-    )
+    raise TypeError(f"{name}: expected real floating-point (or integer) data, got dtype {dtype}")
 
 
 def as_float_array(a, name: str = "x"):

@@ -12,7 +12,7 @@ from ._arrays import as_float_array, device_of, flatten_samples, float_dtype, na
 from .backends.dispatch import select_backend, use_backend
 from .jacobians import Diagonal
 from .rules_elementwise import BINARY, UNARY, ElementwiseRule, rule
-from .tracing import TraceError, Traced, assemble, trace
+from .tracing import Traced, TraceError, assemble, trace
 
 METHODS = ("auto", "exact", "complex-step", "central", "forward")
 NUMERICAL_METHODS = ("complex-step", "central", "forward")
@@ -23,8 +23,18 @@ class NumericalFallbackWarning(UserWarning):
     """``method="auto"`` could not trace ``f`` and used a numerical method instead."""
 
 
-def jacobian(f, x, *args, argnums=0, method="auto", layout="numerator", backend=None,
-             chunk_size=None, structured=False, progress=None):
+def jacobian(
+    f,
+    x,
+    *args,
+    argnums=0,
+    method="auto",
+    layout="numerator",
+    backend=None,
+    chunk_size=None,
+    structured=False,
+    progress=None,
+):
     """Batched Jacobian of ``f`` at every sample of ``x``.
 
     ``f`` maps a batch ``(B, *in_shape)`` to ``(B, *out_shape)`` sample by sample; extra
@@ -45,12 +55,32 @@ def jacobian(f, x, *args, argnums=0, method="auto", layout="numerator", backend=
     >>> bj.jacobian(lambda x: bj.dot(x, w), np.array([[5.0, 8.0, -1.0]])).tolist()
     [[1.0, 2.0, 3.0]]
     """
-    return value_and_jacobian(f, x, *args, argnums=argnums, method=method, layout=layout, backend=backend,
-                              chunk_size=chunk_size, structured=structured, progress=progress)[1]
+    return value_and_jacobian(
+        f,
+        x,
+        *args,
+        argnums=argnums,
+        method=method,
+        layout=layout,
+        backend=backend,
+        chunk_size=chunk_size,
+        structured=structured,
+        progress=progress,
+    )[1]
 
 
-def value_and_jacobian(f, x, *args, argnums=0, method="auto", layout="numerator", backend=None,
-                       chunk_size=None, structured=False, progress=None):
+def value_and_jacobian(
+    f,
+    x,
+    *args,
+    argnums=0,
+    method="auto",
+    layout="numerator",
+    backend=None,
+    chunk_size=None,
+    structured=False,
+    progress=None,
+):
     """``(f(x, *args), jacobian(f, x, *args, ...))`` from one evaluation; same keywords.
 
     >>> import numpy as np, batchjac as bj
@@ -60,8 +90,9 @@ def value_and_jacobian(f, x, *args, argnums=0, method="auto", layout="numerator"
     """
     single = isinstance(argnums, int)
     argnums, call_args = _check_call(f, (x, *args), argnums, method, layout, structured)
-    select_backend(*(call_args[i] for i in argnums), backend=backend,
-                   names=[_arg_name(i) for i in argnums])  # device and backend checks
+    select_backend(
+        *(call_args[i] for i in argnums), backend=backend, names=[_arg_name(i) for i in argnums]
+    )  # device and backend checks
     auto = method == "auto"
     if method in ("auto", "exact"):
         try:
@@ -76,8 +107,9 @@ def value_and_jacobian(f, x, *args, argnums=0, method="auto", layout="numerator"
     from .numerical import NotComplexSafeError, numerical_value_and_jacobian
 
     def numerical(method):
-        return numerical_value_and_jacobian(f, call_args, argnums, method, backend=backend,
-                                            chunk_size=chunk_size, progress=progress)
+        return numerical_value_and_jacobian(
+            f, call_args, argnums, method, backend=backend, chunk_size=chunk_size, progress=progress
+        )
 
     try:
         value, jacobians = numerical(method)
@@ -107,8 +139,14 @@ def _check_call(f, args, argnums, method, layout, structured):
     if structured and method in NUMERICAL_METHODS:
         raise ValueError(f"structured=True needs the exact method, got method={method!r}")
     nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
-    if not nums or any(not isinstance(i, int) or not 0 <= i < len(args) for i in nums) or len(set(nums)) != len(nums):
-        raise ValueError(f"argnums: expected distinct positions among the {len(args)} arguments, got {argnums!r}")
+    if (
+        not nums
+        or any(not isinstance(i, int) or not 0 <= i < len(args) for i in nums)
+        or len(set(nums)) != len(nums)
+    ):
+        raise ValueError(
+            f"argnums: expected distinct positions among the {len(args)} arguments, got {argnums!r}"
+        )
     args = list(args)
     batch = None
     for i in nums:
@@ -116,7 +154,9 @@ def _check_call(f, args, argnums, method, layout, structured):
         if a.ndim == 0:
             raise ValueError(f"{_arg_name(i)}: expected a batch (B, ...), got a 0-d array")
         if batch is not None and a.shape[0] != batch:
-            raise ValueError(f"{_arg_name(i)}: batch size {a.shape[0]} differs from {_arg_name(nums[0])}'s {batch}")
+            raise ValueError(
+                f"{_arg_name(i)}: batch size {a.shape[0]} differs from {_arg_name(nums[0])}'s {batch}"
+            )
         batch = a.shape[0]
         args[i] = a
     return nums, tuple(args)
@@ -134,7 +174,9 @@ def _exact(f, args, argnums, backend):
         value = out.value
         batch = args[argnums[0]].shape[0]
         _check_output(value, batch)
-        jacobians, plan = assemble(out.node, inputs, batch, value.dtype, device_of(value), chain=_chain_product)
+        jacobians, plan = assemble(
+            out.node, inputs, batch, value.dtype, device_of(value), chain=_chain_product
+        )
         for J in jacobians:
             J.plan = plan
         return value, jacobians
@@ -149,7 +191,9 @@ def _chain_product(factors):
 
 def _check_output(value, batch):
     if value.ndim == 0 or value.shape[0] != batch:
-        raise ValueError(f"f: expected an output with the batch axis first, ({batch}, ...), got shape {tuple(value.shape)}")
+        raise ValueError(
+            f"f: expected an output with the batch axis first, ({batch}, ...), got shape {tuple(value.shape)}"
+        )
     float_dtype(value.dtype, "f's output")
 
 
@@ -194,13 +238,19 @@ def elementwise(name, *args, backend=None, **params):
         raise TypeError(f"elementwise {name!r}: expected {found.arity} array argument(s), got {len(args)}")
     unknown = set(params) - set(found.params)
     if unknown:
-        raise TypeError(f"elementwise {name!r}: unknown parameter(s) {sorted(unknown)}; it takes {sorted(found.params) or 'none'}")
+        raise TypeError(
+            f"elementwise {name!r}: unknown parameter(s) {sorted(unknown)}; it takes {sorted(found.params) or 'none'}"
+        )
     arrays = [as_float_array(a, n) for a, n in zip(args, ("x",) if found.arity == 1 else ("u", "v"))]
     if any(a.ndim == 0 for a in arrays):
         raise ValueError(f"elementwise {name!r}: expected arrays with a batch axis (B, ...)")
     if found.arity == 2 and arrays[0].shape != arrays[1].shape:
-        raise ValueError(f"elementwise {name!r}: u and v must have one shape, got {arrays[0].shape} and {arrays[1].shape}")
-    y, *partials = select_backend(*arrays, backend=backend, names=["u", "v"][: len(arrays)]).elementwise(name, *arrays, **params)
+        raise ValueError(
+            f"elementwise {name!r}: u and v must have one shape, got {arrays[0].shape} and {arrays[1].shape}"
+        )
+    y, *partials = select_backend(*arrays, backend=backend, names=["u", "v"][: len(arrays)]).elementwise(
+        name, *arrays, **params
+    )
     return (y, *(Diagonal(flatten_samples(d)) for d in partials))
 
 

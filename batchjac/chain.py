@@ -177,7 +177,9 @@ class _Costed(NamedTuple):
 def _multiply_costed(left: _Costed, right: _Costed, itemsize: int) -> _Costed:
     result = product_structure(left.structure, right.structure)
     flops, nbytes = product_cost(left.structure, right.structure, result, itemsize)
-    return _Costed(left.flops + right.flops + flops, left.bytes + right.bytes + nbytes, result, (left.tree, right.tree))
+    return _Costed(
+        left.flops + right.flops + flops, left.bytes + right.bytes + nbytes, result, (left.tree, right.tree)
+    )
 
 
 def _cost_of(tree: Bracketing, structures: Sequence[Structure], itemsize: int) -> _Costed:
@@ -281,7 +283,9 @@ class ChainPlan:
             f"result: {self.result.describe()} ({self.itemsize}-byte elements)",
             f"  {'':8}{'bracketing':<{width}}  {'flops':>14}  {'bytes':>14}",
         ]
-        lines += [f"  {label:<8}{name:<{width}}  {flops:>14,}  {nbytes:>14,}" for label, name, flops, nbytes in rows]
+        lines += [
+            f"  {label:<8}{name:<{width}}  {flops:>14,}  {nbytes:>14,}" for label, name, flops, nbytes in rows
+        ]
         return "\n".join(lines)
 
     __str__ = explain
@@ -298,7 +302,9 @@ def _check_adjacent(where: str, factors: Sequence) -> None:
                 f"output size {right.out_size}"
             )
         if left.batch != right.batch:
-            raise ValueError(f"{where}: factor {k} has batch {left.batch} but factor {k - 1} has batch {right.batch}")
+            raise ValueError(
+                f"{where}: factor {k} has batch {left.batch} but factor {k - 1} has batch {right.batch}"
+            )
 
 
 def _require_factors(where: str, factors: Sequence) -> None:
@@ -417,7 +423,9 @@ def chain(*Js: Jacobian, order: str = "optimal") -> Jacobian:
 def _check_vector(where: str, x, batch: int, size: int, name: str, factor: int):
     x = as_float_array(x, name)
     if tuple(x.shape) != (batch, size):
-        raise ValueError(f"{where}: {name} must have shape ({batch}, {size}) to match factor {factor}, got {tuple(x.shape)}")
+        raise ValueError(
+            f"{where}: {name} must have shape ({batch}, {size}) to match factor {factor}, got {tuple(x.shape)}"
+        )
     return x
 
 

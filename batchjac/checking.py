@@ -109,8 +109,11 @@ def check_jacobian(f, x, J=None, method="complex-step", rtol=None, atol=None) ->
     except NotComplexSafeError as err:
         from .api import NumericalFallbackWarning
 
-        warnings.warn(f"check_jacobian: {err}; comparing with central differences instead",
-                      NumericalFallbackWarning, stacklevel=2)
+        warnings.warn(
+            f"check_jacobian: {err}; comparing with central differences instead",
+            NumericalFallbackWarning,
+            stacklevel=2,
+        )
         method = "central"
         _, (numerical,) = numerical_value_and_jacobian(f, (x,), (0,), method)
     given = _given(f, x, J, numerical.shape)
@@ -159,7 +162,9 @@ def _given(f, x, J, shape):
 
 def _tolerances(method, numerical, rtol, atol):
     if rtol is None:
-        rtol = DEFAULT_RTOL.get((method, np.dtype(numerical.dtype)), DEFAULT_RTOL[method, np.dtype(np.float32)])
+        rtol = DEFAULT_RTOL.get(
+            (method, np.dtype(numerical.dtype)), DEFAULT_RTOL[method, np.dtype(np.float32)]
+        )
     if atol is None:
         scale = float(namespace(numerical).abs(numerical).max()) if numerical.size else 0.0
         atol = rtol * max(1.0, scale)

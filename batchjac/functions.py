@@ -292,7 +292,9 @@ def sum(x, axis=None, keepdims=False):  # noqa: A001 - the mathematical name
     if not isinstance(x, Traced):
         return y
     kept = tuple(1 if i in axes else s for i, s in enumerate(value.shape))[1:]
-    return record(y, [(x, lambda: Shared(_broadcast_matrix(xp, kept, value.shape[1:], y.dtype).T, len(value)))])
+    return record(
+        y, [(x, lambda: Shared(_broadcast_matrix(xp, kept, value.shape[1:], y.dtype).T, len(value)))]
+    )
 
 
 def mean(x, axis=None, keepdims=False):
@@ -389,7 +391,9 @@ def matmul(a, b):
     L, left_batched = _matmul_operand(a, "left", "a")
     R, right_batched = _matmul_operand(b, "right", "b")
     if isinstance(a, Traced) and _value(a).ndim == 2 and right_batched:
-        raise ValueError("matmul: a per-sample row vector (B, q) times a per-sample matrix mixes samples in NumPy; use (B, 1, q)")
+        raise ValueError(
+            "matmul: a per-sample row vector (B, q) times a per-sample matrix mixes samples in NumPy; use (B, 1, q)"
+        )
     batch = y.shape[0]
     p, r = L.shape[-2], R.shape[-1]
     return record(
@@ -420,7 +424,9 @@ def linear(x, W, b=None):
     batch, n = xv.shape[0], xv.shape[-1]
     per_sample_W = isinstance(W, Traced) or Wv.ndim == 3
     if Wv.shape[-1] != n or Wv.ndim != (3 if per_sample_W else 2):
-        raise ValueError(f"linear: W must be (m, {n}) or (B, m, {n}) for x of shape {tuple(xv.shape)}, got {tuple(Wv.shape)}")
+        raise ValueError(
+            f"linear: W must be (m, {n}) or (B, m, {n}) for x of shape {tuple(xv.shape)}, got {tuple(Wv.shape)}"
+        )
     m = Wv.shape[-2]
     S = int(np.prod(xv.shape[1:-1], dtype=np.int64))  # positions the map is applied at
     xs = xv.reshape(batch, S, n)
@@ -453,7 +459,9 @@ def quadratic_form(x, A):
     xp = _namespace_of(x, A)
     xv, Av = _value(x), _value(A)
     if xv.ndim != 2 or Av.shape[-2:] != (xv.shape[1], xv.shape[1]):
-        raise ValueError(f"quadratic_form: expected x (B, n) and A (n, n) or (B, n, n), got {tuple(xv.shape)} and {tuple(Av.shape)}")
+        raise ValueError(
+            f"quadratic_form: expected x (B, n) and A (n, n) or (B, n, n), got {tuple(xv.shape)} and {tuple(Av.shape)}"
+        )
     Ax = xp.matmul(Av, xv[:, :, None])[:, :, 0] if Av.ndim == 3 else xv @ Av.T
     y = xp.sum(xv * Ax, axis=1)
     if not _is_traced(x, A):
@@ -464,7 +472,9 @@ def quadratic_form(x, A):
         xA = xp.matmul(xv[:, None, :], Av)[:, 0, :] if Av.ndim == 3 else xv @ Av
         return Dense((xA + Ax)[:, None, :])
 
-    return record(y, [(x, d_x), (A, lambda: Dense((xv[:, :, None] * xv[:, None, :]).reshape(batch, 1, n * n)))])
+    return record(
+        y, [(x, d_x), (A, lambda: Dense((xv[:, :, None] * xv[:, None, :]).reshape(batch, 1, n * n)))]
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -487,7 +497,9 @@ def _rows(a):
 def _softmax_parts(x, what):
     xv = _value(x)
     if xv.ndim < 2:
-        raise ValueError(f"{what}: expected (B, ..., n) with the softmax over the last, non-batch axis; got shape {tuple(xv.shape)}")
+        raise ValueError(
+            f"{what}: expected (B, ..., n) with the softmax over the last, non-batch axis; got shape {tuple(xv.shape)}"
+        )
     xp = namespace(xv)
     shifted = xv - xp.max(xv, axis=-1, keepdims=True) if xv.shape[-1] else xv
     e = xp.exp(shifted)
@@ -627,7 +639,9 @@ def reshape(x, shape):
     y = xv.reshape((batch,) + shape[1:])
     if not isinstance(x, Traced):
         return y
-    return record(y, [(x, lambda: Identity(_per_sample_size(y.shape), batch, dtype=y.dtype, device=device_of(y)))])
+    return record(
+        y, [(x, lambda: Identity(_per_sample_size(y.shape), batch, dtype=y.dtype, device=device_of(y)))]
+    )
 
 
 def transpose(x, axes=None):
@@ -645,7 +659,9 @@ def transpose(x, axes=None):
     ndim = xv.ndim
     axes = (0, *range(ndim - 1, 0, -1)) if axes is None else tuple(a % ndim for a in axes)
     if sorted(axes) != list(range(ndim)) or axes[0] != 0:
-        raise ValueError(f"transpose: axes must be a permutation of range({ndim}) that keeps the batch axis 0 first, got {axes}")
+        raise ValueError(
+            f"transpose: axes must be a permutation of range({ndim}) that keeps the batch axis 0 first, got {axes}"
+        )
     xp = namespace(xv)
     y = xp.transpose(xv, axes)
     if not isinstance(x, Traced):
@@ -683,7 +699,9 @@ def take(x, key):
     index_map = xp.arange(n).reshape(xv.shape[1:])[_sample_key(key, xv.ndim)]
     y = xv[key]
     if y.shape != (xv.shape[0], *index_map.shape):
-        raise IndexError(f"index: {key!r} does not keep the batch axis first (NumPy moves advanced indices to the front)")
+        raise IndexError(
+            f"index: {key!r} does not keep the batch axis first (NumPy moves advanced indices to the front)"
+        )
     if not isinstance(x, Traced):
         return y
     return record(y, [(x, lambda: _selection(xp, index_map, n, len(xv), y.dtype))])

@@ -36,11 +36,16 @@ from .jacobians import Dense, Diagonal, Identity, Jacobian, Shared
 
 def _check_batches(what, J, K):
     if J.batch != K.batch:
-        raise ValueError(f"{what}: the left operand has batch {J.batch} but the right operand has batch {K.batch}")
+        raise ValueError(
+            f"{what}: the left operand has batch {J.batch} but the right operand has batch {K.batch}"
+        )
 
 
 def _backend(J, K):
-    return J._ops(*K._arrays(), names=("the left operand",) * len(J._arrays()) + ("the right operand",) * len(K._arrays()))
+    return J._ops(
+        *K._arrays(),
+        names=("the left operand",) * len(J._arrays()) + ("the right operand",) * len(K._arrays()),
+    )
 
 
 def _is_unit(I: Identity) -> bool:
@@ -51,7 +56,9 @@ def _times_identity(X: Jacobian, I: Identity) -> Jacobian:
     if isinstance(X, Identity):
         if _is_unit(I) or _is_unit(X):
             return X if _is_unit(I) else I  # a unit identity factor costs nothing
-        return Identity(X.in_size, X.batch, X.scale * I.scale, dtype=_identity_dtype(X, I), device=_identity_device(X, I))
+        return Identity(
+            X.in_size, X.batch, X.scale * I.scale, dtype=_identity_dtype(X, I), device=_identity_device(X, I)
+        )
     if I.per_sample:
         return X._scaled(None, I.scale)
     if I.scale == 1.0:
@@ -102,7 +109,9 @@ def matmul(J: Jacobian, K: Jacobian) -> Jacobian:
 
 def _sum_identity(ops, X: Jacobian, I: Identity) -> Jacobian:
     if isinstance(X, Identity):
-        return Identity(X.in_size, X.batch, X.scale + I.scale, dtype=_identity_dtype(X, I), device=_identity_device(X, I))
+        return Identity(
+            X.in_size, X.batch, X.scale + I.scale, dtype=_identity_dtype(X, I), device=_identity_device(X, I)
+        )
     if isinstance(X, Diagonal):
         return Diagonal(X.d + I.scale_column())
     if isinstance(X, Shared) and not I.per_sample:

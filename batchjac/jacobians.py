@@ -100,7 +100,9 @@ class Jacobian:
         if c.shape == ():
             c = namespace(c).broadcast_to(c, (self.batch,))
         if c.shape != (self.batch,):
-            raise ValueError(f"scaled: c must be a number or of shape ({self.batch},), got shape {tuple(c.shape)}")
+            raise ValueError(
+                f"scaled: c must be a number or of shape ({self.batch},), got shape {tuple(c.shape)}"
+            )
         self._ops(c, names=("the Jacobian", "c"))
         return self._scaled(None, c)
 
@@ -328,7 +330,9 @@ class Identity(Diagonal):
         else:
             s = as_float_array(scale, "scale")
             if s.shape not in ((), (self.batch,)):
-                raise ValueError(f"Identity: scale must be a number or of shape ({self.batch},), got shape {tuple(s.shape)}")
+                raise ValueError(
+                    f"Identity: scale must be a number or of shape ({self.batch},), got shape {tuple(s.shape)}"
+                )
             self.scale = namespace(s).broadcast_to(s, (self.batch,))
             self._dtype = s.dtype if dtype is None else float_dtype(dtype, "dtype")
             self._device = device_of(s)

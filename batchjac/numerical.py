@@ -89,8 +89,7 @@ class NotComplexSafeError(ValueError):
     """
 
 
-def numerical_value_and_jacobian(f, args, argnums, method, *, backend=None, chunk_size=None,
-                                 progress=None):
+def numerical_value_and_jacobian(f, args, argnums, method, *, backend=None, chunk_size=None, progress=None):
     """``f(*args)`` and its batched Jacobians with respect to ``args[i]`` for ``i in argnums``.
 
     ``args`` are the positional arguments of ``f``; each differentiated one is a real
@@ -219,7 +218,9 @@ def _jacobian(box: BlackBox, argnum, method, chunk, ops, head: BlackBox, bar):
         g = box.of_argument(argnum)
         for start in range(0, n, chunk):
             stop = min(start + chunk, n)
-            J[:, :, start:stop] = ops.difference_columns(g, flat, range(start, stop), h[:, start:stop], method)
+            J[:, :, start:stop] = ops.difference_columns(
+                g, flat, range(start, stop), h[:, start:stop], method
+            )
             bar.update()
     return J.reshape(box.batch, *box.out_shape, *in_shape)
 
@@ -266,7 +267,7 @@ def _check_complex_safe(g, x):
     z = x.astype(np.result_type(x.dtype, np.complex64)) + 1j * h_complex * v
     by_complex = g(z).imag / h_complex
     y = g(xp.concatenate([x + h_real * v, x - h_real * v]))
-    by_central = (y[: len(x)] - y[len(x):]) / (2 * h_real)
+    by_central = (y[: len(x)] - y[len(x) :]) / (2 * h_real)
     error = float(xp.max(xp.abs(by_complex - by_central)))
     allowed = COMPLEX_SAFETY_RTOL * float(xp.max(xp.abs(by_central))) + math.sqrt(eps) * max(
         1.0, float(xp.max(xp.abs(y)))
@@ -401,8 +402,13 @@ def _progress_bar(passes: int, progress):
         if progress is None:
             return _NoProgress()
         raise ImportError("progress=True needs tqdm, which is not installed: pip install tqdm") from err
-    return tqdm(total=passes, desc="numerical Jacobian", unit="pass", file=sys.stderr,
-                delay=0 if progress else PROGRESS_DELAY_S)
+    return tqdm(
+        total=passes,
+        desc="numerical Jacobian",
+        unit="pass",
+        file=sys.stderr,
+        delay=0 if progress else PROGRESS_DELAY_S,
+    )
 
 
 def _stderr_is_terminal() -> bool:
@@ -438,15 +444,21 @@ def _repeat(a, reps: int):
 
 def _argnums(argnums, count: int) -> tuple:
     argnums = tuple(argnums)
-    if not argnums or any(not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < count for i in argnums):
-        raise ValueError(f"argnums: expected a non-empty tuple of positions among {count} arguments, got {argnums!r}")
+    if not argnums or any(
+        not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < count for i in argnums
+    ):
+        raise ValueError(
+            f"argnums: expected a non-empty tuple of positions among {count} arguments, got {argnums!r}"
+        )
     return argnums
 
 
 def _check_options(method, chunk_size, progress) -> None:
     if method not in METHODS:
         raise ValueError(f"method: expected one of {', '.join(map(repr, METHODS))}, got {method!r}")
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+    ):
         raise ValueError(f"chunk_size: expected a positive int or None, got {chunk_size!r}")
     if progress not in (None, True, False):
         raise ValueError(f"progress: expected True, False or None, got {progress!r}")
@@ -463,6 +475,8 @@ def _batch_size(args, argnums) -> int:
         if a.ndim == 0:
             raise ValueError(f"argument {i}: expected a batch (B, ...), got a 0-d array")
         if batch is not None and a.shape[0] != batch:
-            raise ValueError(f"argument {i}: batch size {a.shape[0]} differs from argument {argnums[0]}'s {batch}")
+            raise ValueError(
+                f"argument {i}: batch size {a.shape[0]} differs from argument {argnums[0]}'s {batch}"
+            )
         batch = a.shape[0]
     return batch

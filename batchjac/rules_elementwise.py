@@ -46,6 +46,7 @@ class ElementwiseRule:
     params: dict = field(default_factory=dict)  # parameter name -> default value
     doc: str = ""
     user: bool = False  # registered by bj.register_elementwise
+    scalar: tuple | None = None  # the scalar form, see SCALAR_FUNCTIONS
 
     def value(self, xp, *args, **params):
         steps = self.generate(xp, *args, **params)
@@ -59,21 +60,32 @@ class ElementwiseRule:
         return tuple(self.generate(xp, *args, **params))
 
 
+# The scalar form of a rule: C-compatible expressions, the value first, then the derivative
+# with respect to each argument; arguments are x (unary) or u, v (binary), y is the value,
+# and the parameters go by name (alpha, p). Only these functions appear, with their C99
+# meaning, and numbers are written as floats; the GPU backends generate their kernels
+# from these strings (CUDA C for CuPy, numba device functions), and
+# tests/test_rules_elementwise.py checks them against the array rules.
+SCALAR_FUNCTIONS = (
+    "exp", "log", "log1p", "expm1", "sin", "cos", "tan", "tanh", "sqrt", "erf", "pow",
+    "fabs", "fmax", "fmin", "where",
+)  # fmt: skip
+
 UNARY: dict[str, ElementwiseRule] = {}
 BINARY: dict[str, ElementwiseRule] = {}
 
 
-def _unary(name, doc="", **params):
+def _unary(name, doc="", scalar=None, **params):
     def register(fn):
-        UNARY[name] = ElementwiseRule(name, 1, fn, params, doc)
+        UNARY[name] = ElementwiseRule(name, 1, fn, params, doc, scalar=scalar)
         return fn
 
     return register
 
 
-def _binary(name, doc=""):
+def _binary(name, doc="", scalar=None):
     def register(fn):
-        BINARY[name] = ElementwiseRule(name, 2, fn, {}, doc)
+        BINARY[name] = ElementwiseRule(name, 2, fn, {}, doc, scalar=scalar)
         return fn
 
     return register
@@ -89,64 +101,64 @@ def _like(xp, value, x):
 # --------------------------------------------------------------------------------------
 
 
-@_unary("identity", "x; 1")
+@_unary("identity", "x; 1", scalar=("x", "1.0"))
 def _identity(xp, x):
     yield x.copy()
     yield xp.ones_like(x)
 
 
-@_unary("negative", "-x; -1")
+@_unary("negative", "-x; -1", scalar=("-x", "-1.0"))
 def _negative(xp, x):
     yield -x
     yield xp.full_like(x, -1)
 
 
-@_unary("exp", "exp(x); exp(x)")
+@_unary("exp", "exp(x); exp(x)", scalar=("exp(x)", "y"))
 def _exp(xp, x):
     y = xp.exp(x)
     yield y
     yield y
 
 
-@_unary("log", "log(x); 1/x")
+@_unary("log", "log(x); 1/x", scalar=("log(x)", "1.0 / x"))
 def _log(xp, x):
     yield xp.log(x)
     yield 1 / x
 
 
-@_unary("log1p", "log(1+x); 1/(1+x)")
+@_unary("log1p", "log(1+x); 1/(1+x)", scalar=("log1p(x)", "1.0 / (1.0 + x)"))
 def _log1p(xp, x):
     yield xp.log1p(x)
     yield 1 / (1 + x)
 
 
-@_unary("expm1", "exp(x)-1; exp(x)")
+@_unary("expm1", "exp(x)-1; exp(x)", scalar=("expm1(x)", "y + 1.0"))
 def _expm1(xp, x):
     y = xp.expm1(x)
     yield y
     yield y + 1
 
 
-@_unary("sin", "sin(x); cos(x)")
+@_unary("sin", "sin(x); cos(x)", scalar=("sin(x)", "cos(x)"))
 def _sin(xp, x):
     yield xp.sin(x)
     yield xp.cos(x)
 
 
-@_unary("cos", "cos(x); -sin(x)")
+@_unary("cos", "cos(x); -sin(x)", scalar=("cos(x)", "-sin(x)"))
 def _cos(xp, x):
     yield xp.cos(x)
     yield -xp.sin(x)
 
 
-@_unary("tan", "tan(x); 1 + tan(x)^2")
+@_unary("tan", "tan(x); 1 + tan(x)^2", scalar=("tan(x)", "1.0 + y * y"))
 def _tan(xp, x):
     y = xp.tan(x)
     yield y
     yield 1 + y * y
 
 
-@_unary("tanh", "tanh(x); 1 - tanh(x)^2")
+@_unary("tanh", "tanh(x); 1 - tanh(x)^2", scalar=("tanh(x)", "1.0 - y * y"))
 def _tanh(xp, x):
     y = xp.tanh(x)
     yield y
@@ -159,34 +171,61 @@ def _sigmoid_value(xp, x):
     return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
-@_unary("sigmoid", "1/(1+exp(-x)); s(1-s)")
+@_unary(
+    "sigmoid",
+    "1/(1+exp(-x)); s(1-s)",
+    scalar=(
+        "where(x >= 0.0, 1.0 / (1.0 + exp(-x)), exp(x) / (1.0 + exp(x)))",
+        "exp(-fabs(x)) / ((1.0 + exp(-fabs(x))) * (1.0 + exp(-fabs(x))))",
+    ),
+)
 def _sigmoid(xp, x):
     e = xp.exp(-xp.abs(x))
     yield xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
     yield e / ((1 + e) * (1 + e))  # s(1-s) without the cancellation of 1 - s for large x
 
 
-@_unary("softplus", "log(1+exp(x)); sigmoid(x)")
+@_unary(
+    "softplus",
+    "log(1+exp(x)); sigmoid(x)",
+    scalar=(
+        "fmax(x, 0.0) + log1p(exp(-fabs(x)))",
+        "where(x >= 0.0, 1.0 / (1.0 + exp(-x)), exp(x) / (1.0 + exp(x)))",
+    ),
+)
 def _softplus(xp, x):
     yield xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
     yield _sigmoid_value(xp, x)
 
 
-@_unary("relu", "max(x, 0); [x > 0] (0 at 0)")
+@_unary("relu", "max(x, 0); [x > 0] (0 at 0)", scalar=("where(x > 0.0, x, 0.0)", "where(x > 0.0, 1.0, 0.0)"))
 def _relu(xp, x):
     positive = x > 0
     yield xp.where(positive, x, 0).astype(x.dtype, copy=False)
     yield _like(xp, positive, x)
 
 
-@_unary("leaky_relu", "x if x > 0 else alpha x; 1 or alpha (alpha at 0)", alpha=0.01)
+@_unary(
+    "leaky_relu",
+    "x if x > 0 else alpha x; 1 or alpha (alpha at 0)",
+    scalar=("where(x > 0.0, x, alpha * x)", "where(x > 0.0, 1.0, alpha)"),
+    alpha=0.01,
+)
 def _leaky_relu(xp, x, alpha=0.01):
     positive = x > 0
     yield xp.where(positive, x, alpha * x).astype(x.dtype, copy=False)
     yield xp.where(positive, 1, alpha).astype(x.dtype, copy=False)
 
 
-@_unary("elu", "x if x > 0 else alpha (exp(x) - 1); 1 or alpha exp(x) (alpha at 0)", alpha=1.0)
+@_unary(
+    "elu",
+    "x if x > 0 else alpha (exp(x) - 1); 1 or alpha exp(x) (alpha at 0)",
+    scalar=(
+        "where(x > 0.0, x, alpha * expm1(fmin(x, 0.0)))",
+        "where(x > 0.0, 1.0, alpha * exp(fmin(x, 0.0)))",
+    ),
+    alpha=1.0,
+)
 def _elu(xp, x, alpha=1.0):
     positive = x > 0
     em1 = xp.expm1(xp.minimum(x, 0))
@@ -214,14 +253,21 @@ def _numpy_erf():
     return erf
 
 
-@_unary("gelu", "x Phi(x) (erf form); Phi(x) + x phi(x)")
+@_unary(
+    "gelu",
+    "x Phi(x) (erf form); Phi(x) + x phi(x)",
+    scalar=(
+        "0.5 * x * (1.0 + erf(x * 0.7071067811865476))",
+        "0.5 * (1.0 + erf(x * 0.7071067811865476)) + x * 0.3989422804014327 * exp(-0.5 * x * x)",
+    ),
+)
 def _gelu(xp, x):
     cdf = 0.5 * (1 + _erf(xp, x / _SQRT_2))
     yield x * cdf
     yield cdf + x * (_INV_SQRT_2PI * xp.exp(-0.5 * x * x))
 
 
-@_unary("sqrt", "sqrt(x); 1/(2 sqrt(x)) (+inf at 0)")
+@_unary("sqrt", "sqrt(x); 1/(2 sqrt(x)) (+inf at 0)", scalar=("sqrt(x)", "0.5 / y"))
 def _sqrt(xp, x):
     y = xp.sqrt(x)
     yield y
@@ -230,26 +276,31 @@ def _sqrt(xp, x):
     yield dy
 
 
-@_unary("square", "x^2; 2x")
+@_unary("square", "x^2; 2x", scalar=("x * x", "2.0 * x"))
 def _square(xp, x):
     yield x * x
     yield 2 * x
 
 
-@_unary("reciprocal", "1/x; -1/x^2")
+@_unary("reciprocal", "1/x; -1/x^2", scalar=("1.0 / x", "-(y * y)"))
 def _reciprocal(xp, x):
     y = 1 / x
     yield y
     yield -(y * y)
 
 
-@_unary("abs", "|x|; sign(x) (0 at 0)")
+@_unary("abs", "|x|; sign(x) (0 at 0)", scalar=("fabs(x)", "where(x > 0.0, 1.0, where(x < 0.0, -1.0, 0.0))"))
 def _abs(xp, x):
     yield xp.abs(x)
     yield xp.sign(x)
 
 
-@_unary("power", "x^p for a constant p; p x^(p-1)", p=2.0)
+@_unary(
+    "power",
+    "x^p for a constant p; p x^(p-1)",
+    scalar=("pow(x, p)", "where(p == 0.0, 0.0, p * pow(x, p - 1.0))"),
+    p=2.0,
+)
 def _power(xp, x, p=2.0):
     if p == 0:
         yield xp.ones_like(x)
@@ -269,7 +320,7 @@ def _full(xp, a, y):
     return xp.broadcast_to(a, y.shape).astype(y.dtype)
 
 
-@_binary("add", "u + v; 1; 1")
+@_binary("add", "u + v; 1; 1", scalar=("u + v", "1.0", "1.0"))
 def _add(xp, u, v):
     y = u + v
     yield y
@@ -277,7 +328,7 @@ def _add(xp, u, v):
     yield xp.ones_like(y)
 
 
-@_binary("sub", "u - v; 1; -1")
+@_binary("sub", "u - v; 1; -1", scalar=("u - v", "1.0", "-1.0"))
 def _sub(xp, u, v):
     y = u - v
     yield y
@@ -285,7 +336,7 @@ def _sub(xp, u, v):
     yield xp.full_like(y, -1)
 
 
-@_binary("mul", "u v; v; u")
+@_binary("mul", "u v; v; u", scalar=("u * v", "v", "u"))
 def _mul(xp, u, v):
     y = u * v
     yield y
@@ -293,7 +344,7 @@ def _mul(xp, u, v):
     yield _full(xp, u, y)
 
 
-@_binary("div", "u / v; 1/v; -u/v^2")
+@_binary("div", "u / v; 1/v; -u/v^2", scalar=("u / v", "1.0 / v", "-y / v"))
 def _div(xp, u, v):
     y = u / v
     yield y
@@ -302,7 +353,11 @@ def _div(xp, u, v):
     yield -y * r
 
 
-@_binary("maximum", "max(u, v); [u > v]; [u <= v] (a tie goes to v)")
+@_binary(
+    "maximum",
+    "max(u, v); [u > v]; [u <= v] (a tie goes to v)",
+    scalar=("fmax(u, v)", "where(u > v, 1.0, 0.0)", "where(u > v, 0.0, 1.0)"),
+)
 def _maximum(xp, u, v):
     y = xp.maximum(u, v)
     yield y
@@ -311,7 +366,11 @@ def _maximum(xp, u, v):
     yield _like(xp, ~first, y)
 
 
-@_binary("minimum", "min(u, v); [u < v]; [u >= v] (a tie goes to v)")
+@_binary(
+    "minimum",
+    "min(u, v); [u < v]; [u >= v] (a tie goes to v)",
+    scalar=("fmin(u, v)", "where(u < v, 1.0, 0.0)", "where(u < v, 0.0, 1.0)"),
+)
 def _minimum(xp, u, v):
     y = xp.minimum(u, v)
     yield y
@@ -320,7 +379,11 @@ def _minimum(xp, u, v):
     yield _like(xp, ~first, y)
 
 
-@_binary("pow", "u^v; v u^(v-1) (0 where v is 0); u^v log(u) (0 where u^v is 0)")
+@_binary(
+    "pow",
+    "u^v; v u^(v-1) (0 where v is 0); u^v log(u) (0 where u^v is 0)",
+    scalar=("pow(u, v)", "where(v == 0.0, 0.0, v * pow(u, v - 1.0))", "where(y == 0.0, 0.0, y * log(u))"),
+)
 def _pow(xp, u, v):
     with _quiet(xp):
         y = u**v

@@ -225,7 +225,11 @@ def _compose_diagonal(node: Node, J: Jacobian):
     the intermediate node (and its diagonal) be freed as soon as ``f`` drops it: a deep
     element-wise chain then holds one diagonal, not one per step.
     """
-    if isinstance(J, Diagonal) and node.parents and all(isinstance(D, Diagonal) for D in node.parents.values()):
+    if (
+        isinstance(J, Diagonal)
+        and node.parents
+        and all(isinstance(D, Diagonal) for D in node.parents.values())
+    ):
         return [(parent, J @ D) for parent, D in node.parents.items()]
     return [(node, J)]
 
@@ -298,7 +302,9 @@ def assemble(output: Node, inputs: list[Node], batch: int, dtype, device, chain=
             break
         if not _eliminate_chains(edges, inner, chain, plan):
             vertex = min(inner, key=lambda v: _markowitz(edges, v))
-            plan.steps.append(f"eliminate shared vertex {vertex.shape}: {_markowitz(edges, vertex)} pairwise products")
+            plan.steps.append(
+                f"eliminate shared vertex {vertex.shape}: {_markowitz(edges, vertex)} pairwise products"
+            )
             _eliminate_vertex(edges, vertex)
     result = []
     for node in inputs:
@@ -380,7 +386,8 @@ def _eliminate_chains(edges, inner, chain, plan) -> bool:
         merged = source in edges.get(sink, {})
         plan.steps.append(
             f"chain of {len(factors)} factors {' '.join(type(J).__name__ for J in factors)}: "
-            f"{getattr(chain_plan, 'order', chain_plan)}" + (", summed with a parallel path" if merged else "")
+            f"{getattr(chain_plan, 'order', chain_plan)}"
+            + (", summed with a parallel path" if merged else "")
         )
         _add_edge(edges, sink, source, product)
         links.difference_update(path)

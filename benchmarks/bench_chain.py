@@ -79,7 +79,9 @@ def measure_ceilings(quick):
 
 
 def floor_seconds(flops, nbytes, dtype, ceilings):
-    return max(nbytes / ceilings["copy_bytes_per_s"], flops / ceilings["matmul_madds_per_s"][np.dtype(dtype).name])
+    return max(
+        nbytes / ceilings["copy_bytes_per_s"], flops / ceilings["matmul_madds_per_s"][np.dtype(dtype).name]
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -149,7 +151,10 @@ MLP_BATCH = 256
 
 
 def mlp_parameters(rng):
-    Ws = [(rng.standard_normal((m, n)) / np.sqrt(n)).astype(np.float32) for n, m in zip(MLP_WIDTHS[:-1], MLP_WIDTHS[1:])]
+    Ws = [
+        (rng.standard_normal((m, n)) / np.sqrt(n)).astype(np.float32)
+        for n, m in zip(MLP_WIDTHS[:-1], MLP_WIDTHS[1:])
+    ]
     bs = [(0.1 * rng.standard_normal(m)).astype(np.float32) for m in MLP_WIDTHS[1:]]
     return Ws, bs
 
@@ -216,10 +221,15 @@ def bench_mlp(rng, quick):
             continue
         xp = to_peer(x)
         runs[name] = lambda jacobian=jacobian, xp=xp: jacobian(xp)
-        results[name] = {"version": version, "max_abs_diff_to_batchjac": float(np.max(np.abs(to_numpy(jacobian(xp)) - reference)))}
+        results[name] = {
+            "version": version,
+            "max_abs_diff_to_batchjac": float(np.max(np.abs(to_numpy(jacobian(xp)) - reference))),
+        }
     # Many warm-up calls: the first ones pay for the allocator growing its heap (arrays of a
     # few MB) and for JAX's compilation.
-    seconds = median_seconds(runs, repeats=5 if quick else 10, warmup=5 if quick else 10, rounds=2 if quick else 5)
+    seconds = median_seconds(
+        runs, repeats=5 if quick else 10, warmup=5 if quick else 10, rounds=2 if quick else 5
+    )
     for name in runs:
         results[name]["median_s"] = seconds[name]
     peers = [seconds[name] for name in runs if name != "batchjac"]
@@ -241,7 +251,11 @@ def openblas_core():
     """The kernel family OpenBLAS chose at load time (``"Haswell"``, ``"SkylakeX"``), or None."""
     for path in (Path(np.__file__).parent.parent / "numpy.libs").glob("*openblas*.so*"):
         lib = ctypes.CDLL(str(path))  # already loaded by NumPy: the same library
-        for symbol in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename", "openblas_get_corename"):
+        for symbol in (
+            "scipy_openblas_get_corename64_",
+            "scipy_openblas_get_corename",
+            "openblas_get_corename",
+        ):
             if hasattr(lib, symbol):
                 getter = getattr(lib, symbol)
                 getter.restype = ctypes.c_char_p
@@ -267,21 +281,30 @@ def machine():
 
 
 def print_report(info, ceilings, rows, mlp):
-    print(f"{info['platform']}, {info['cpu_count']} CPUs, OpenBLAS kernels {info['openblas_core']}"
-          f" (AVX-512 CPU: {info['cpu_avx512f']}), numpy {info['numpy']}, python {info['python']}")
+    print(
+        f"{info['platform']}, {info['cpu_count']} CPUs, OpenBLAS kernels {info['openblas_core']}"
+        f" (AVX-512 CPU: {info['cpu_avx512f']}), numpy {info['numpy']}, python {info['python']}"
+    )
     print(f"ceilings: copy {ceilings['copy_bytes_per_s'] / 1e9:.1f} GB/s, matmul "
           + ", ".join(f"{k} {v / 1e9:.1f} G madd/s" for k, v in ceilings["matmul_madds_per_s"].items()))  # fmt: skip
     print(f"\n{'chain':<30} {'order':<8} {'flops (madd)':>15} {'bytes':>14} {'median ms':>10} {'x floor':>8}")
     for r in rows:
         ratio = f"{r['ratio_to_floor']:.1f}" if r["ratio_to_floor"] else "-"
-        print(f"{r['chain']:<30} {r['order']:<8} {r['flops']:>15,} {r['bytes']:>14,} {1e3 * r['median_s']:>10.3f} {ratio:>8}")
+        print(
+            f"{r['chain']:<30} {r['order']:<8} {r['flops']:>15,} {r['bytes']:>14,} {1e3 * r['median_s']:>10.3f} {ratio:>8}"
+        )
         if r["bracketing"]:
             print(f"{'':<30} optimal = {r['bracketing']}")
-    print(f"\nMLP input Jacobian {'-'.join(map(str, mlp['widths']))}, tanh, batch {mlp['batch']}, float32 (forward pass included)")
+    print(
+        f"\nMLP input Jacobian {'-'.join(map(str, mlp['widths']))}, tanh, batch {mlp['batch']}, float32 (forward pass included)"
+    )
     print(mlp["plan"])
     for name, r in mlp["results"].items():
         diff = r.get("max_abs_diff_to_batchjac")
-        print(f"  {name:<9} {r['version']:<14} {1e3 * r['median_s']:>9.3f} ms" + (f"   max |diff| {diff:.2e}" if diff is not None else ""))
+        print(
+            f"  {name:<9} {r['version']:<14} {1e3 * r['median_s']:>9.3f} ms"
+            + (f"   max |diff| {diff:.2e}" if diff is not None else "")
+        )
     for name, why in mlp["skipped"].items():
         print(f"  {name:<9} skipped: {why}")
     if mlp["batchjac_over_best_peer"] is not None:
@@ -300,7 +323,13 @@ def main(argv=None):
     info = machine()
     print_report(info, ceilings, rows, mlp)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    report = {"machine": info, "quick": args.quick, "ceilings": ceilings, "chains": rows, "mlp_input_jacobian": mlp}
+    report = {
+        "machine": info,
+        "quick": args.quick,
+        "ceilings": ceilings,
+        "chains": rows,
+        "mlp_input_jacobian": mlp,
+    }
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwrote {args.out}")
 

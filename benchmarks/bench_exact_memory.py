@@ -44,7 +44,9 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=100_000)
     parser.add_argument("--n", type=int, default=1_000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "exact_memory_cpu.json")
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).parent / "results" / "exact_memory_cpu.json"
+    )
     args = parser.parse_args(argv)
 
     x = np.random.default_rng(0).uniform(-2, 2, (args.batch, args.n)).astype(np.float32)
@@ -78,7 +80,11 @@ def main(argv=None):
         "median_seconds": float(np.median(times)),
         "repeats": args.repeats,
         "max_relative_error": error,
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "numpy": np.__version__},
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+        },
         "peak_measured_by": "tracemalloc (NumPy's allocations), one run after a warm-up",
     }
     print(f"B={args.batch} n={args.n} float32, depth-6 element-wise chain")

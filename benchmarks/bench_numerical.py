@@ -141,10 +141,14 @@ def bench_device(clock, xp, batch: int, repeats: int) -> dict:
             "ratio_to_floor": median / floor,
             "max_rel_error": error,
         }
-        print(f"{clock.name:6s} {method:13s} median {median:8.3f} s  peak {peak / 2**30:6.2f} GiB  "
-              f"floor {floor * 1e3:7.1f} ms  x{median / floor:7.1f}  error {error:.1e}", flush=True)
+        print(
+            f"{clock.name:6s} {method:13s} median {median:8.3f} s  peak {peak / 2**30:6.2f} GiB  "
+            f"floor {floor * 1e3:7.1f} ms  x{median / floor:7.1f}  error {error:.1e}",
+            flush=True,
+        )
     return {
-        "peak_memory": "tracemalloc peak of the warm-up run" if clock.name == "numpy"
+        "peak_memory": "tracemalloc peak of the warm-up run"
+        if clock.name == "numpy"
         else "CuPy memory pool total after the warm-up run, pool emptied before",
         "copy_bandwidth_bytes_per_s": bandwidth,
         "jacobian_bytes": jacobian_bytes,
@@ -178,8 +182,12 @@ def machine() -> dict:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="B = 10,000 and 2 repeats")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="default: benchmarks/results/numerical_gpu.json with a GPU, else numerical_cpu.json")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="default: benchmarks/results/numerical_gpu.json with a GPU, else numerical_cpu.json",
+    )
     args = parser.parse_args(argv)
     gpu = gpu_clock()
     out = args.out or Path(__file__).parent / "results" / f"numerical_{'cpu' if gpu is None else 'gpu'}.json"

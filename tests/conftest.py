@@ -36,7 +36,9 @@ def backend(request):
         pytest.skip(f"backend {name!r} unavailable: {problem}")
     missing = [prim for prim, row in TABLE.items() if row[name] is None]
     if missing:
-        pytest.skip(f"backend {name!r} implements no {', '.join(missing[:3])}... yet (see the dispatch table)")
+        pytest.skip(
+            f"backend {name!r} implements no {', '.join(missing[:3])}... yet (see the dispatch table)"
+        )
     if BACKENDS[name].device == "gpu":
         cupy_problem = backend_problem("cupy")
         if cupy_problem is not None:
@@ -104,5 +106,9 @@ def complex_step_jacobian(f, *args, argnum=0, h=1e-30):
         perturbed = list(args)
         perturbed[argnum] = xc.reshape(x.shape)
         columns.append(np.imag(f(*perturbed)).reshape(batch, int(np.prod(out.shape[1:], dtype=int))) / h)
-    J = np.stack(columns, axis=-1) if columns else np.zeros((batch, int(np.prod(out.shape[1:], dtype=int)), 0))
+    J = (
+        np.stack(columns, axis=-1)
+        if columns
+        else np.zeros((batch, int(np.prod(out.shape[1:], dtype=int)), 0))
+    )
     return J.reshape(batch, *out.shape[1:], *in_shape)

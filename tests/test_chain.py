@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import assert_close, to_numpy
 
 import batchjac as bj
 from batchjac.backends.dispatch import get_backend
 from batchjac.chain import Structure, plan_chain_descriptors
-
-from conftest import assert_close, to_numpy
 
 ORDERS = ("optimal", "forward", "reverse")
 KINDS = ("dense", "diagonal", "shared", "identity", "scaled_identity", "per_sample_identity")
@@ -36,11 +35,15 @@ def make_factor(kind, batch, out_size, in_size, rng, dtype=np.float64, on_device
         return bj.Diagonal(on_device(d)), d.astype(np.float64)[:, :, None] * eye
     if kind == "shared":
         A = rng.standard_normal((out_size, in_size)).astype(dtype)
-        return bj.Shared(on_device(A), batch), np.broadcast_to(A.astype(np.float64), (batch, out_size, in_size))
+        return bj.Shared(on_device(A), batch), np.broadcast_to(
+            A.astype(np.float64), (batch, out_size, in_size)
+        )
     if kind == "identity":
         return bj.Identity(in_size, batch), np.broadcast_to(eye, (batch, in_size, in_size))
     if kind == "scaled_identity":
-        return bj.Identity(in_size, batch, scale=-0.75), np.broadcast_to(-0.75 * eye, (batch, in_size, in_size))
+        return bj.Identity(in_size, batch, scale=-0.75), np.broadcast_to(
+            -0.75 * eye, (batch, in_size, in_size)
+        )
     s = rng.uniform(0.5, 1.5, batch).astype(dtype)
     return bj.Identity(in_size, batch, scale=on_device(s)), s.astype(np.float64)[:, None, None] * eye
 
@@ -344,11 +347,17 @@ def test_chain_jvp_and_vjp_never_form_the_product(monkeypatch, rng):
 def test_chain_jvp_and_vjp_reject_bad_shapes(rng):
     J2, _ = make_factor("shared", 3, 4, 5, rng)
     J1, _ = make_factor("dense", 3, 5, 6, rng)
-    with pytest.raises(ValueError, match=r"chain_jvp: v must have shape \(3, 6\) to match factor 1, got \(3, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"chain_jvp: v must have shape \(3, 6\) to match factor 1, got \(3, 5\)"
+    ):
         bj.chain_jvp([J2, J1], np.ones((3, 5)))
-    with pytest.raises(ValueError, match=r"chain_vjp: u must have shape \(3, 4\) to match factor 2, got \(2, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"chain_vjp: u must have shape \(3, 4\) to match factor 2, got \(2, 4\)"
+    ):
         bj.chain_vjp([J2, J1], np.ones((2, 4)))
-    with pytest.raises(ValueError, match="chain_jvp: factor 2 has input size 5 but factor 1 has output size 4"):
+    with pytest.raises(
+        ValueError, match="chain_jvp: factor 2 has input size 5 but factor 1 has output size 4"
+    ):
         bj.chain_jvp([J2, J2], np.ones((3, 5)))
     with pytest.raises(TypeError, match="chain_vjp: Js must be a list of Jacobians .*got Shared"):
         bj.chain_vjp(J2, np.ones((3, 4)))
@@ -366,7 +375,9 @@ def test_size_mismatch_names_both_factors_and_sizes(rng):
     J2, _ = make_factor("shared", 2, 4, 5, rng)
     J1, _ = make_factor("diagonal", 2, 4, 4, rng)
     for call in (bj.chain, bj.chain_plan):
-        with pytest.raises(ValueError, match="chain: factor 2 has input size 5 but factor 1 has output size 4"):
+        with pytest.raises(
+            ValueError, match="chain: factor 2 has input size 5 but factor 1 has output size 4"
+        ):
             call(J3, J2, J1)
 
 
@@ -381,7 +392,9 @@ def test_batch_mismatch_names_both_factors_and_batches(rng):
 
 def test_non_jacobian_factor_is_a_type_error(rng):
     J, _ = make_factor("dense", 2, 3, 4, rng)
-    with pytest.raises(TypeError, match=r"chain: factor 1 \(argument 2 of 2\) must be a bj.Jacobian .*got ndarray"):
+    with pytest.raises(
+        TypeError, match=r"chain: factor 1 \(argument 2 of 2\) must be a bj.Jacobian .*got ndarray"
+    ):
         bj.chain(J, np.ones((2, 4, 4)))
     with pytest.raises(TypeError, match=r"chain: factor 2 \(argument 1 of 2\) .*got list"):
         bj.chain_plan([J], J)
@@ -389,7 +402,9 @@ def test_non_jacobian_factor_is_a_type_error(rng):
 
 def test_unknown_order_lists_the_valid_ones(rng):
     J, _ = make_factor("dense", 2, 3, 4, rng)
-    with pytest.raises(ValueError, match="order: expected one of 'optimal', 'forward', 'reverse', got 'backward'"):
+    with pytest.raises(
+        ValueError, match="order: expected one of 'optimal', 'forward', 'reverse', got 'backward'"
+    ):
         bj.chain(J, J.T, order="backward")
 
 
@@ -406,7 +421,9 @@ def test_descriptors_are_validated():
         plan_chain_descriptors([(bj.Dense, 2, 3, 5), (bj.Shared, 2, 4, 6)])
     with pytest.raises(ValueError, match="Structure: a Diagonal is square, got out_size 3 and in_size 4"):
         Structure(bj.Diagonal, 2, 3, 4)
-    with pytest.raises(ValueError, match="Structure: expected kind Dense, .*got kind 'Dense' with scale 'number'"):
+    with pytest.raises(
+        ValueError, match="Structure: expected kind Dense, .*got kind 'Dense' with scale 'number'"
+    ):
         Structure(bj.Dense, 2, 3, 4, "number")
 
 

@@ -11,12 +11,11 @@ import re
 
 import numpy as np
 import pytest
+from conftest import to_numpy
 
 import batchjac as bj
 from batchjac import checking
 from batchjac._arrays import namespace
-
-from conftest import to_numpy
 
 W = np.random.default_rng(7).standard_normal((4, 6))
 
@@ -93,7 +92,9 @@ def test_matrix_input_and_output_indices_are_multi_indices(backend, on_device, r
     bj.check_jacobian(_matrix_square, on_device(X), J=on_device(J))
     bad = J.copy()
     bad[1, 0, 2, 2, 1] = -7.5
-    with pytest.raises(AssertionError, match=r"sample 1, output index \(0, 2\), input index \(2, 1\): J = -7\.5"):
+    with pytest.raises(
+        AssertionError, match=r"sample 1, output index \(0, 2\), input index \(2, 1\): J = -7\.5"
+    ):
         bj.check_jacobian(_matrix_square, on_device(X), J=on_device(bad))
 
 

@@ -7,7 +7,9 @@ import pytest
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "batchjac", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "batchjac", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_info_lists_backends_and_versions():

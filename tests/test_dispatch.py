@@ -135,14 +135,18 @@ def test_unavailable_cupy_says_cupy_is_not_installed(request_by, monkeypatch):
     }
     if request_by == "environment":
         monkeypatch.setenv(dispatch.ENV_VAR, "cupy")
-    message = r"backend 'cupy' is not available here: CuPy is not installed \(pip install 'batchjac\[cuda12\]'"
+    message = (
+        r"backend 'cupy' is not available here: CuPy is not installed \(pip install 'batchjac\[cuda12\]'"
+    )
     with pytest.raises(BackendUnavailableError, match=message):
         calls[request_by]()
 
 
 def test_unavailable_backend_message_carries_the_probe_and_the_available_ones(fake):
     fake(cupy=None, numba="numba-cuda is installed but no CUDA device or driver is present")
-    message = r"'numba' is not available here: numba-cuda is installed but no CUDA device.*; available: numpy, cupy"
+    message = (
+        r"'numba' is not available here: numba-cuda is installed but no CUDA device.*; available: numpy, cupy"
+    )
     with pytest.raises(BackendUnavailableError, match=message):
         dispatch.get_backend("numba")
 
@@ -163,7 +167,9 @@ PRECEDENCE = [
 
 
 @pytest.mark.parametrize("keyword,context,environment,chosen", PRECEDENCE)
-def test_keyword_beats_context_beats_environment_beats_device(keyword, context, environment, chosen, fake, monkeypatch):
+def test_keyword_beats_context_beats_environment_beats_device(
+    keyword, context, environment, chosen, fake, monkeypatch
+):
     backends = fake(cupy=None, numba=None)
     if environment is not None:
         monkeypatch.setenv(dispatch.ENV_VAR, environment)
@@ -243,7 +249,9 @@ def test_named_gpu_backend_with_cpu_inputs_raises_device_mismatch(name, fake):
 
 
 def test_numpy_backend_with_gpu_inputs_raises_device_mismatch():
-    with pytest.raises(DeviceMismatchError, match=r"backend 'numpy' runs on the CPU but the inputs are on the GPU"):
+    with pytest.raises(
+        DeviceMismatchError, match=r"backend 'numpy' runs on the CPU but the inputs are on the GPU"
+    ):
         dispatch.select_backend(FakeCudaArray(), backend="numpy")
 
 
@@ -297,7 +305,9 @@ def test_table_covers_exactly_the_interface_for_every_backend():
     for prim, row in dispatch.TABLE.items():
         assert set(row) == set(dispatch.BACKENDS), prim
         assert row["numpy"] is not None, f"the NumPy backend must implement {prim}"
-        assert set(dispatch.GPU_PREFERENCE[prim]) <= {n for n, b in dispatch.BACKENDS.items() if b.device == "gpu"}
+        assert set(dispatch.GPU_PREFERENCE[prim]) <= {
+            n for n, b in dispatch.BACKENDS.items() if b.device == "gpu"
+        }
 
 
 @pytest.mark.parametrize("prim,backend", [

@@ -9,9 +9,9 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import assert_close, complex_step_jacobian, to_numpy
 
 import batchjac as bj
-from conftest import assert_close, complex_step_jacobian, to_numpy
 
 RTOL = {np.float64: 1e-10, np.float32: 2e-4}
 
@@ -34,7 +34,11 @@ ANALYTIC_UNARY = {
     "softplus": (bj.softplus, lambda x: np.log(1 + np.exp(x)), lambda r, s: 3 * r.standard_normal(s)),
     "sqrt": (bj.sqrt, np.sqrt, lambda r, s: r.uniform(0.1, 4.0, s)),
     "square": (bj.square, lambda x: x * x, lambda r, s: r.standard_normal(s)),
-    "reciprocal": (bj.reciprocal, lambda x: 1 / x, lambda r, s: r.uniform(0.5, 2.0, s) * r.choice([-1, 1], s)),
+    "reciprocal": (
+        bj.reciprocal,
+        lambda x: 1 / x,
+        lambda r, s: r.uniform(0.5, 2.0, s) * r.choice([-1, 1], s),
+    ),
     "negative": (bj.negative, lambda x: -x, lambda r, s: r.standard_normal(s)),
 }
 
@@ -68,7 +72,9 @@ def _check(f, f_np, args, on_device, dtype, argnum=0, structured_type=None):
     assert to_numpy(J).dtype == np.dtype(dtype)
     assert_close(J, reference, rtol=RTOL[dtype])
     if structured_type is not None:
-        assert isinstance(bj.jacobian(f, *device_args, argnums=argnum, method="exact", structured=True), structured_type)
+        assert isinstance(
+            bj.jacobian(f, *device_args, argnums=argnum, method="exact", structured=True), structured_type
+        )
 
 
 # --------------------------------------------------------------------------------------
@@ -221,7 +227,14 @@ def test_matmul_rule_is_kron_of_left_and_identity(backend, on_device, rng):
 def test_linear_rules(backend, on_device, rng, dtype):
     x, W, b = rng.standard_normal((4, 3)), rng.standard_normal((5, 3)), rng.standard_normal(5)
     dW, db = on_device(W.astype(dtype)), on_device(b.astype(dtype))
-    _check(lambda x: bj.linear(x, dW, db), lambda x: x @ W.T + b, [x], on_device, dtype, structured_type=bj.Shared)
+    _check(
+        lambda x: bj.linear(x, dW, db),
+        lambda x: x @ W.T + b,
+        [x],
+        on_device,
+        dtype,
+        structured_type=bj.Shared,
+    )
     Ws, bs = np.broadcast_to(W, (4, 5, 3)), np.broadcast_to(b, (4, 5))
     f_np = lambda x, W, b: np.einsum("bmn,bn->bm", W, x) + b  # noqa: E731
     for argnum in (0, 1, 2):
@@ -240,11 +253,19 @@ def test_linear_weight_gradient_is_x_per_row(backend, on_device, rng):
 def test_quadratic_form(backend, on_device, rng, dtype):
     x, A = rng.standard_normal((4, 3)), rng.standard_normal((3, 3))
     dA = on_device(A.astype(dtype))
-    _check(lambda x: bj.quadratic_form(x, dA), lambda x: np.einsum("bi,ij,bj->b", x, A, x), [x], on_device, dtype)
+    _check(
+        lambda x: bj.quadratic_form(x, dA), lambda x: np.einsum("bi,ij,bj->b", x, A, x), [x], on_device, dtype
+    )
     g = bj.jacobian(lambda x: bj.quadratic_form(x, on_device(A)), on_device(x), method="exact")
     assert_close(g, x @ (A + A.T))  # math.md: x^T (A + A^T)
     As = rng.standard_normal((4, 3, 3))
-    _check(lambda A, x: bj.quadratic_form(x, A), lambda A, x: np.einsum("bi,bij,bj->b", x, A, x), [As, x], on_device, dtype)
+    _check(
+        lambda A, x: bj.quadratic_form(x, A),
+        lambda A, x: np.einsum("bi,bij,bj->b", x, A, x),
+        [As, x],
+        on_device,
+        dtype,
+    )
 
 
 @pytest.mark.parametrize("shape", [(4, 5), (3, 2, 4)])
@@ -271,7 +292,9 @@ def test_softmax_jacobian_formula(backend, on_device, rng):
 def test_det_and_slogdet(backend, on_device, rng, dtype):
     X = rng.standard_normal((4, 3, 3)) + 2 * np.eye(3)
     cofactor = np.linalg.det(X)[:, None, None] * np.linalg.inv(X).transpose(0, 2, 1)
-    assert_close(bj.jacobian(bj.det, on_device(X.astype(dtype)), method="exact"), cofactor, rtol=RTOL[dtype] * 10)
+    assert_close(
+        bj.jacobian(bj.det, on_device(X.astype(dtype)), method="exact"), cofactor, rtol=RTOL[dtype] * 10
+    )
     logdet = bj.jacobian(lambda X: bj.slogdet(X)[1], on_device(X.astype(dtype)), method="exact")
     assert_close(logdet, np.linalg.inv(X).transpose(0, 2, 1), rtol=RTOL[dtype] * 10)
 
@@ -293,7 +316,7 @@ def test_reshape_transpose_indexing(backend, on_device, rng, dtype):
 
 def test_ndarray_on_the_left_of_an_operator(rng):
     x, c = rng.standard_normal((3, 4)), rng.uniform(0.5, 2.0, 4)
-    f = lambda x: c * x + c - x / (c + 3) - c ** x  # noqa: E731
+    f = lambda x: c * x + c - x / (c + 3) - c**x  # noqa: E731
     _check(f, f, [x], np.asarray, np.float64)
 
 
@@ -401,12 +424,20 @@ def test_identity_function(backend, on_device, rng):
 def test_structure_is_kept(backend, on_device, rng):
     x = on_device(rng.standard_normal((4, 6)))
     W = on_device(rng.standard_normal((3, 6)))
-    chain = bj.jacobian(lambda x: bj.sigmoid(bj.tanh(bj.exp(bj.sin(x)) * 2.0) + 1.0), x, method="exact", structured=True)
+    chain = bj.jacobian(
+        lambda x: bj.sigmoid(bj.tanh(bj.exp(bj.sin(x)) * 2.0) + 1.0), x, method="exact", structured=True
+    )
     assert isinstance(chain, bj.Diagonal)
-    assert isinstance(bj.jacobian(lambda x: x * x - bj.cos(x), x, method="exact", structured=True), bj.Diagonal)
+    assert isinstance(
+        bj.jacobian(lambda x: x * x - bj.cos(x), x, method="exact", structured=True), bj.Diagonal
+    )
     assert isinstance(bj.jacobian(lambda x: bj.linear(x, W), x, method="exact", structured=True), bj.Shared)
-    mlp = bj.jacobian(lambda x: bj.linear(bj.tanh(bj.linear(x, W)), on_device(np.ones((2, 3)))), x,
-                      method="exact", structured=True)
+    mlp = bj.jacobian(
+        lambda x: bj.linear(bj.tanh(bj.linear(x, W)), on_device(np.ones((2, 3)))),
+        x,
+        method="exact",
+        structured=True,
+    )
     assert isinstance(mlp, bj.Dense) and "chain of 3 factors" in mlp.plan.explain()
 
 
@@ -417,7 +448,9 @@ def test_batch_of_zero_and_one(backend, on_device, rng, dtype):
         x = rng.standard_normal((B, 4))
         J = bj.jacobian(f, on_device(x.astype(dtype)), method="exact")
         assert J.shape == (B, 3, 4)
-        assert_close(J, complex_step_jacobian(lambda x: _softmax_np(np.tanh(x) @ to_numpy(W).T), x), rtol=RTOL[dtype])
+        assert_close(
+            J, complex_step_jacobian(lambda x: _softmax_np(np.tanh(x) @ to_numpy(W).T), x), rtol=RTOL[dtype]
+        )
 
 
 def _softmax_np(z):
@@ -465,7 +498,9 @@ def test_plain_arrays_give_values_only(rng):
 
 def test_worked_examples(backend, on_device):
     w = on_device(np.array([1.0, 2.0, 3.0]))
-    y, g = bj.value_and_jacobian(lambda x: bj.dot(x, w), on_device(np.array([[5.0, 8.0, -1.0]])), method="exact")
+    y, g = bj.value_and_jacobian(
+        lambda x: bj.dot(x, w), on_device(np.array([[5.0, 8.0, -1.0]])), method="exact"
+    )
     assert to_numpy(y).tolist() == [18.0] and to_numpy(g).tolist() == [[1.0, 2.0, 3.0]]
 
     X0 = on_device(np.array([[[3.0, 2.0], [6.0, -4.0]]]))
@@ -482,7 +517,9 @@ def test_worked_examples(backend, on_device):
     wb = on_device(np.array([[1.0, -2.0]]))
     for point, expected in (([1.0, 0.0], 1.0), ([0.0, 1.0], 0.0)):
         neuron = lambda w, b, x: bj.relu(bj.dot(w, x) + b)  # noqa: E731
-        dw, db = bj.jacobian(neuron, wb, on_device(np.array([0.5])), on_device(np.array([point])), argnums=(0, 1))
+        dw, db = bj.jacobian(
+            neuron, wb, on_device(np.array([0.5])), on_device(np.array([point])), argnums=(0, 1)
+        )
         assert_close(dw, expected * np.array([point]))
         assert_close(db, [expected])
 
@@ -542,7 +579,13 @@ def test_register_elementwise(backend, on_device, rng, registered):
     y, D = bj.elementwise("swish_test", on_device(x))
     assert_close(y, x * sig)
     assert_close(D.diagonal(), sig + x * sig * (1 - sig))
-    _check(lambda x: bj.sum(swish(x) * x), lambda x: np.sum(x * _np_sigmoid(x) * x, -1), [x], on_device, np.float64)
+    _check(
+        lambda x: bj.sum(swish(x) * x),
+        lambda x: np.sum(x * _np_sigmoid(x) * x, -1),
+        [x],
+        on_device,
+        np.float64,
+    )
     y32, D32 = bj.elementwise("swish_test", on_device(x.astype(np.float32)))
     assert to_numpy(y32).dtype == np.float32 and to_numpy(D32.d).dtype == np.float32
 
@@ -566,7 +609,12 @@ def test_register_elementwise_errors(registered):
 
 def test_numpy_on_a_traced_array_does_not_trace(rng):
     x = rng.standard_normal((2, 3))
-    for f in (lambda x: np.sin(x), lambda x: np.asarray(x) * 2, lambda x: np.sum(x, axis=1), lambda x: float(x[:, 0])):
+    for f in (
+        lambda x: np.sin(x),
+        lambda x: np.asarray(x) * 2,
+        lambda x: np.sum(x, axis=1),
+        lambda x: float(x[:, 0]),
+    ):
         with pytest.raises(bj.TraceError):
             bj.jacobian(f, x, method="exact")
 

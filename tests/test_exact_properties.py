@@ -4,11 +4,11 @@ reused along several paths) against an independent float64 complex-step Jacobian
 from __future__ import annotations
 
 import numpy as np
+from conftest import assert_close, complex_step_jacobian
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import batchjac as bj
-from conftest import assert_close, complex_step_jacobian
 
 N = 4
 _rng = np.random.default_rng(7)

@@ -40,9 +40,7 @@ RESULT_TYPES = {
     "identity_per_sample": "Dense Diagonal Dense  Identity Identity",
 }  # fmt: skip
 RESULT_TYPE = {
-    (left, right): name
-    for left, row in RESULT_TYPES.items()
-    for right, name in zip(KINDS, row.split())
+    (left, right): name for left, row in RESULT_TYPES.items() for right, name in zip(KINDS, row.split())
 }
 
 # The one primitive each product may call (a row/column scaling, one GEMM); pairs not
@@ -170,7 +168,9 @@ def assert_slogdet_equal(actual, reference):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("op", list(OPS))
 @pytest.mark.parametrize("left,right", PAIRS)
-def test_product_and_sum_of_every_pair_equal_dense_and_keep_structure(left, right, op, dtype, batch, rng, put):
+def test_product_and_sum_of_every_pair_equal_dense_and_keep_structure(
+    left, right, op, dtype, batch, rng, put
+):
     J, K = make_pair(left, right, op, batch, dtype, rng, put)
     expected = REFERENCE_OPS[op](J.dense, K.dense)
     assert_matches(OPS[op](J.J, K.J), expected, dtype, RESULT_TYPE[left, right])
@@ -378,7 +378,9 @@ def test_strided_read_only_inputs_give_correct_results_and_stay_unchanged(left, 
         pytest.skip("the strided views are NumPy's; a GPU copy is contiguous")
     J, K = make_pair(left, right, op, 5, np.float64, rng, lambda a: a, strided=True)
     copies = [x.copy() for x in J.inputs + K.inputs]
-    assert_matches(OPS[op](J.J, K.J), REFERENCE_OPS[op](J.dense, K.dense), np.float64, RESULT_TYPE[left, right])
+    assert_matches(
+        OPS[op](J.J, K.J), REFERENCE_OPS[op](J.dense, K.dense), np.float64, RESULT_TYPE[left, right]
+    )
     every_method(J.J)
     every_method(K.J)
     for original, copy in zip(J.inputs + K.inputs, copies):
@@ -427,11 +429,20 @@ def test_non_float_input_is_type_error_naming_the_argument(argument, bad):
 
 
 WRONG_SHAPES = [
-    (lambda: bj.Dense(np.ones((2, 3))), r"Dense: a: expected an array of shape \(B, m, n\), got shape \(2, 3\)"),
+    (
+        lambda: bj.Dense(np.ones((2, 3))),
+        r"Dense: a: expected an array of shape \(B, m, n\), got shape \(2, 3\)",
+    ),
     (lambda: bj.Dense(np.ones((1, 2, 3, 4))), r"Dense: a: .*got shape \(1, 2, 3, 4\)"),
-    (lambda: bj.Diagonal(np.ones((2, 3, 3))), r"Diagonal: d: expected .* shape \(B, n\), got shape \(2, 3, 3\)"),
+    (
+        lambda: bj.Diagonal(np.ones((2, 3, 3))),
+        r"Diagonal: d: expected .* shape \(B, n\), got shape \(2, 3, 3\)",
+    ),
     (lambda: bj.Diagonal(np.ones(3)), r"Diagonal: d: .*got shape \(3,\)"),
-    (lambda: bj.Shared(np.ones((2, 3, 3)), 2), r"Shared: A: expected .* shape \(m, n\), got shape \(2, 3, 3\)"),
+    (
+        lambda: bj.Shared(np.ones((2, 3, 3)), 2),
+        r"Shared: A: expected .* shape \(m, n\), got shape \(2, 3, 3\)",
+    ),
     (lambda: bj.Shared(np.ones(3), 2), r"Shared: A: .*got shape \(3,\)"),
 ]
 
@@ -498,7 +509,9 @@ def test_shape_mismatch_in_sum_is_value_error_naming_both_shapes(left, right, op
         OPS[op](J, K)
 
 
-@pytest.mark.parametrize("J", [bj.Dense(np.ones((2, 3, 4))), bj.Shared(np.ones((3, 4)), 2)], ids=["Dense", "Shared"])
+@pytest.mark.parametrize(
+    "J", [bj.Dense(np.ones((2, 3, 4))), bj.Shared(np.ones((3, 4)), 2)], ids=["Dense", "Shared"]
+)
 def test_slogdet_of_non_square_is_value_error(J):
     with pytest.raises(ValueError, match=r"slogdet: the Jacobian must be square, got shape \(2, 3, 4\)"):
         J.slogdet()
@@ -512,5 +525,7 @@ def test_jvp_vjp_with_wrong_vector_shape_is_value_error_naming_it(kind, method, 
     J = make_operand(kind, 2, m, n, np.float64, rng, lambda a: a).J
     size = {"v": n, "u": m}[name]
     shape = {"one_more_column": (2, size + 1), "one_more_sample": (3, size), "flat": (2 * size,)}[bad]
-    with pytest.raises(ValueError, match=rf"^{name}: expected shape \(2, {size}\), got {re.escape(str(shape))}"):
+    with pytest.raises(
+        ValueError, match=rf"^{name}: expected shape \(2, {size}\), got {re.escape(str(shape))}"
+    ):
         getattr(J, method)(np.ones(shape))

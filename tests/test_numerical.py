@@ -15,13 +15,12 @@ from typing import Callable
 
 import numpy as np
 import pytest
+from conftest import assert_close, to_numpy
 
 from batchjac import numerical
 from batchjac._arrays import namespace
 from batchjac.backends.dispatch import TABLE
 from batchjac.numerical import NotComplexSafeError, numerical_value_and_jacobian
-
-from conftest import assert_close, to_numpy
 
 METHODS = ("complex-step", "central", "forward")
 DTYPES = (np.float64, np.float32)
@@ -179,7 +178,9 @@ def test_accuracy_against_closed_form(name, method, dtype, batch, numerical_back
     case = CASES[name]
     host = case_inputs(case, batch, rng)
     args = tuple(place(a, on_device, dtype) for a in host)
-    value, jacobians = numerical_value_and_jacobian(case.f, args, case.argnums, method, backend=numerical_backend)
+    value, jacobians = numerical_value_and_jacobian(
+        case.f, args, case.argnums, method, backend=numerical_backend
+    )
     rounded = [np.asarray(a, dtype=dtype).astype(np.float64) for a in host]  # the points evaluated
     expected = case.jacobians(*rounded)
     assert type(value) is type(args[0]) and type(jacobians[0]) is type(args[0])
@@ -193,7 +194,9 @@ def test_accuracy_against_closed_form(name, method, dtype, batch, numerical_back
 
 @pytest.mark.parametrize("layout", ["strided", "readonly"])
 @pytest.mark.parametrize("method", METHODS)
-def test_strided_and_readonly_inputs_are_used_and_left_unchanged(layout, method, numerical_backend, on_device, rng):
+def test_strided_and_readonly_inputs_are_used_and_left_unchanged(
+    layout, method, numerical_backend, on_device, rng
+):
     case = CASES["two_arguments"]
     host = case_inputs(case, 6, rng)
     args = tuple(place(a, on_device, np.float64, layout) for a in host)
@@ -257,13 +260,17 @@ def _batch_invariant(u, v):
     # Element-wise work and einsum compute each sample the same way whatever the batch size
     # (BLAS matmul need not), so the chunking alone decides whether bits can differ.
     xp = namespace(u)
-    mixed = xp.einsum("bi,ij->bj", xp.sin(u) * v, xp.asarray(np.arange(1.0, 26.0).reshape(5, 5) / 25, dtype=u.dtype))
+    mixed = xp.einsum(
+        "bi,ij->bj", xp.sin(u) * v, xp.asarray(np.arange(1.0, 26.0).reshape(5, 5) / 25, dtype=u.dtype)
+    )
     return mixed * u[:, ::-1] + xp.tanh(v) ** 2
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
 @pytest.mark.parametrize("method", METHODS)
-def test_results_are_identical_bit_for_bit_for_every_chunk_size(method, dtype, numerical_backend, on_device, rng):
+def test_results_are_identical_bit_for_bit_for_every_chunk_size(
+    method, dtype, numerical_backend, on_device, rng
+):
     args = tuple(on_device(rng.standard_normal((11, 5)).astype(dtype)) for _ in range(2))
     results = {}
     for chunk_size in (1, 2, 3, 7, 5, None):
@@ -352,8 +359,12 @@ def test_complex_step_rejects_functions_that_drop_the_imaginary_part(f, numerica
     with pytest.raises(NotComplexSafeError, match="complex"):
         numerical_value_and_jacobian(f, (x,), (0,), "complex-step", backend=numerical_backend)
     # The same function differentiates fine with central differences.
-    derivative = {_takes_real_part: np.cos(host), _abs_returns_real: 2 * np.sign(host),
-                  _times_abs: 2 * np.abs(host), _casts_to_real: 2 * host}[f]
+    derivative = {
+        _takes_real_part: np.cos(host),
+        _abs_returns_real: 2 * np.sign(host),
+        _times_abs: 2 * np.abs(host),
+        _casts_to_real: 2 * host,
+    }[f]
     _, (J,) = numerical_value_and_jacobian(f, (x,), (0,), "central", backend=numerical_backend)
     assert_close(J, derivative[:, :, None] * np.eye(4), rtol=1e-8)
     assert issubclass(NotComplexSafeError, ValueError)

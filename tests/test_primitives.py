@@ -204,7 +204,9 @@ def test_difference_columns_match_the_analytic_jacobian(ops, xp, rng, dtype, on_
 
 def test_difference_columns_unknown_method_is_value_error(ops, xp, on_device):
     x = on_device(np.ones((2, 3)))
-    with pytest.raises(ValueError, match=r"method: expected 'complex-step', 'central' or 'forward', got 'backward'"):
+    with pytest.raises(
+        ValueError, match=r"method: expected 'complex-step', 'central' or 'forward', got 'backward'"
+    ):
         ops.difference_columns(closed_form(xp), x, [0], on_device(np.full((2, 1), 1e-6)), "backward")
 
 

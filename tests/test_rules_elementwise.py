@@ -180,7 +180,9 @@ def assert_exactly(got, expected, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name,params,x,value,slope", UNARY_KINKS)
-def test_unary_kinks_take_the_documented_values_without_warnings(ops, on_device, name, params, x, value, slope, dtype):
+def test_unary_kinks_take_the_documented_values_without_warnings(
+    ops, on_device, name, params, x, value, slope, dtype
+):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         y, dy = ops.elementwise(name, on_device(np.full(SHAPE, x, dtype=dtype)), **params)
@@ -240,3 +242,41 @@ def test_sigmoid_derivative_keeps_relative_accuracy_for_large_positive_x(ops, on
     x = np.array([[20.0, 30.0, 50.0, 100.0]])
     _, dy = ops.elementwise("sigmoid", on_device(x))
     np.testing.assert_allclose(to_numpy(dy), STABLE["sigmoid"][1](x), rtol=1e-12)
+
+
+# The scalar forms (the source of the GPU kernels) against the array rules.
+def _numpy_scalar_namespace():
+    from batchjac.rules_elementwise import SCALAR_FUNCTIONS, _numpy_erf
+
+    namespace = {
+        "exp": np.exp, "log": np.log, "log1p": np.log1p, "expm1": np.expm1, "sin": np.sin, "cos": np.cos,
+        "tan": np.tan, "tanh": np.tanh, "sqrt": np.sqrt, "erf": _numpy_erf(), "pow": np.power,
+        "fabs": np.abs, "fmax": np.fmax, "fmin": np.fmin, "where": np.where,
+    }  # fmt: skip
+    assert set(namespace) == set(SCALAR_FUNCTIONS)
+    return namespace
+
+
+SCALAR_POINTS = {
+    "log": (0.2, 3.0), "log1p": (-0.5, 3.0), "sqrt": (0.1, 4.0), "tan": (-1.2, 1.2),
+    "power": (0.2, 3.0), "pow": (0.2, 3.0),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(n for n in UNARY if not UNARY[n].user) + sorted(BINARY))
+def test_scalar_form_matches_the_array_rule(name, rng):
+    found = rule(name)
+    assert found.scalar is not None and len(found.scalar) == 1 + found.arity
+    low, high = SCALAR_POINTS.get(name, (-3.0, 3.0))
+    args = [rng.uniform(low, high, 64) for _ in range(found.arity)]
+    args[0][:2] = [0.0, 1.0] if low <= 0 else args[0][:2]  # kinks and ties too
+    if found.arity == 2:
+        args[1][2] = args[0][2]
+    names = ("x",) if found.arity == 1 else ("u", "v")
+    scope = _numpy_scalar_namespace() | dict(zip(names, args)) | {k: float(v) for k, v in found.params.items()}
+    with np.errstate(all="ignore"):
+        expected = found.value_and_derivatives(np, *args)
+        scope["y"] = eval(found.scalar[0], scope)
+        got = [scope["y"]] + [eval(expression, scope) for expression in found.scalar[1:]]
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(np.broadcast_to(g, e.shape), e, rtol=1e-13, atol=1e-15)

@@ -163,8 +163,7 @@ def check_available(name) -> None:
     problem = backend_problem(name)
     if problem is not None:
         raise BackendUnavailableError(
-            f"backend {name!r} is not available here: {problem}; "
-            f"available: {', '.join(available_backends())}"
+            f"backend {name!r} is not available here: {problem}; available: {', '.join(available_backends())}"
         )
 
 

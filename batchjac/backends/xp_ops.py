@@ -105,6 +105,4 @@ def difference_columns(f, x, columns, steps, method):
         y = f(stacked.reshape((k + 1) * batch, n))
         y = y.reshape(k + 1, batch, y.shape[-1])
         return ((y[1:] - y[0]) / steps_t[:, :, None]).transpose(1, 2, 0)
-    raise ValueError(
-        f"method: expected 'complex-step', 'central' or 'forward', got {method!r}"
-    )
+    raise ValueError(f"method: expected 'complex-step', 'central' or 'forward', got {method!r}")
