@@ -138,6 +138,19 @@ def as_float_array(a, name: str = "x"):
     return a if a.dtype == dtype else a.astype(dtype)
 
 
+def common_batch(arrays, names) -> int:
+    """The batch size ``B`` shared by ``arrays`` (axis 0 of each); errors name the arrays."""
+    batch = first = None
+    for a, name in zip(arrays, names):
+        if a.ndim == 0:
+            raise ValueError(f"{name}: expected a batch (B, ...), got a 0-d array")
+        if batch is None:
+            batch, first = a.shape[0], name
+        elif a.shape[0] != batch:
+            raise ValueError(f"{name}: batch size {a.shape[0]} differs from {first}'s {batch}")
+    return batch
+
+
 def flatten_samples(a):
     """``(B, ...) -> (B, size)`` with ``size`` the per-sample size; also for ``B = 0``."""
     return a.reshape(a.shape[0], int(np.prod(a.shape[1:], dtype=np.int64)))

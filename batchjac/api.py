@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 
-from ._arrays import as_float_array, device_of, flatten_samples, float_dtype, namespace
+from ._arrays import as_float_array, common_batch, device_of, flatten_samples, float_dtype, namespace
 from .backends.dispatch import select_backend, use_backend
 from .jacobians import Diagonal
 from .rules_elementwise import BINARY, UNARY, ElementwiseRule, rule
@@ -148,17 +148,9 @@ def _check_call(f, args, argnums, method, layout, structured):
             f"argnums: expected distinct positions among the {len(args)} arguments, got {argnums!r}"
         )
     args = list(args)
-    batch = None
     for i in nums:
-        a = as_float_array(args[i], _arg_name(i))
-        if a.ndim == 0:
-            raise ValueError(f"{_arg_name(i)}: expected a batch (B, ...), got a 0-d array")
-        if batch is not None and a.shape[0] != batch:
-            raise ValueError(
-                f"{_arg_name(i)}: batch size {a.shape[0]} differs from {_arg_name(nums[0])}'s {batch}"
-            )
-        batch = a.shape[0]
-        args[i] = a
+        args[i] = as_float_array(args[i], _arg_name(i))
+    common_batch([args[i] for i in nums], [_arg_name(i) for i in nums])
     return nums, tuple(args)
 
 

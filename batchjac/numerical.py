@@ -58,7 +58,7 @@ from typing import Callable
 
 import numpy as np
 
-from ._arrays import GPU, device_of, namespace
+from ._arrays import GPU, common_batch, device_of, namespace
 from .backends.dispatch import select_backend
 
 METHODS = ("complex-step", "central", "forward")
@@ -466,17 +466,9 @@ def _check_options(method, chunk_size, progress) -> None:
 
 def _batch_size(args, argnums) -> int:
     """The common leading length ``B`` of the differentiated arguments, checked."""
-    batch = None
     for i in argnums:
         a = args[i]
         if not _is_array(a) or a.dtype.kind != "f":
             got = f"dtype {a.dtype}" if _is_array(a) else type(a).__name__
             raise TypeError(f"argument {i}: expected a real floating-point array (B, ...), got {got}")
-        if a.ndim == 0:
-            raise ValueError(f"argument {i}: expected a batch (B, ...), got a 0-d array")
-        if batch is not None and a.shape[0] != batch:
-            raise ValueError(
-                f"argument {i}: batch size {a.shape[0]} differs from argument {argnums[0]}'s {batch}"
-            )
-        batch = a.shape[0]
-    return batch
+    return common_batch([args[i] for i in argnums], [f"argument {i}" for i in argnums])

@@ -353,6 +353,12 @@ def _div(xp, u, v):
     yield -y * r
 
 
+def _select(xp, first, y):
+    """The partials of a selection: ``[first]`` w.r.t. u, ``[not first]`` w.r.t. v."""
+    first = xp.broadcast_to(first, y.shape)
+    return _like(xp, first, y), _like(xp, ~first, y)
+
+
 @_binary(
     "maximum",
     "max(u, v); [u > v]; [u <= v] (a tie goes to v)",
@@ -361,9 +367,7 @@ def _div(xp, u, v):
 def _maximum(xp, u, v):
     y = xp.maximum(u, v)
     yield y
-    first = xp.broadcast_to(u > v, y.shape)
-    yield _like(xp, first, y)
-    yield _like(xp, ~first, y)
+    yield from _select(xp, u > v, y)
 
 
 @_binary(
@@ -374,9 +378,7 @@ def _maximum(xp, u, v):
 def _minimum(xp, u, v):
     y = xp.minimum(u, v)
     yield y
-    first = xp.broadcast_to(u < v, y.shape)
-    yield _like(xp, first, y)
-    yield _like(xp, ~first, y)
+    yield from _select(xp, u < v, y)
 
 
 @_binary(
