@@ -142,8 +142,9 @@ def _benchmarks_dir() -> Path | None:
     return here if here.is_dir() else None
 
 
-def bench(name, args) -> int:
-    """Run ``benchmarks/run.py`` (the suite) or ``benchmarks/bench_NAME.py`` with ``args``."""
+def bench(args) -> int:
+    """Run the suite ``benchmarks/run.py`` with ``args``, or ``benchmarks/bench_NAME.py``
+    when ``args`` starts with a NAME (``all`` is the suite too)."""
     folder = _benchmarks_dir()
     if folder is None:
         print(
@@ -152,13 +153,14 @@ def bench(name, args) -> int:
         )
         return 2
     scripts = {p.stem.removeprefix("bench_"): p for p in folder.glob("bench_*.py")}
-    if (folder / "run.py").exists():
-        scripts.setdefault("all", folder / "run.py")
-    if name is None or name not in scripts:
+    scripts["all"] = folder / "run.py"
+    named = bool(args) and not args[0].startswith("-")
+    name, rest = (args[0], args[1:]) if named else ("all", args)
+    if name not in scripts:
         known = ", ".join(sorted(scripts))
-        print(f"bench: choose a benchmark: {known}" + (f" (got {name!r})" if name else ""), file=sys.stderr)
+        print(f"bench: choose a benchmark: {known}, or none for the suite (got {name!r})", file=sys.stderr)
         return 2
-    return subprocess.call([sys.executable, str(scripts[name]), *args])
+    return subprocess.call([sys.executable, str(scripts[name]), *rest])
 
 
 def main(argv=None) -> int:
@@ -169,15 +171,14 @@ def main(argv=None) -> int:
     commands.add_parser("info", help="backends, devices and versions")
     demo_parser = commands.add_parser("demo", help="Jacobians of a small network, checked and timed")
     demo_parser.add_argument("--batch", type=int, default=512)
-    bench_parser = commands.add_parser("bench", help="run a benchmark of benchmarks/")
-    bench_parser.add_argument("name", nargs="?")
-    bench_parser.add_argument("args", nargs=argparse.REMAINDER)
+    commands.add_parser(
+        "bench", help="the benchmark suite (benchmarks/run.py; bench --help), or bench NAME [ARGS...]"
+    )
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        return bench(argv[1:])  # every argument after it, options included, is the script's
     options = parser.parse_args(argv)
-    if options.command == "info":
-        return info()
-    if options.command == "demo":
-        return demo(batch=options.batch)
-    return bench(options.name, options.args)
+    return info() if options.command == "info" else demo(batch=options.batch)
 
 
 if __name__ == "__main__":

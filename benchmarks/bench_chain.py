@@ -24,15 +24,14 @@ environment selects the AVX-512 kernels on such a CPU.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import platform
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
+from harness import CpuDevice, median_seconds, openblas_core
+from harness import measure_ceilings as measure_device_ceilings
 
 import batchjac as bj
 
@@ -40,42 +39,10 @@ ORDERS = ("optimal", "forward", "reverse")
 DEFAULT_OUT = Path(__file__).parent / "results" / "chain_cpu.json"
 
 
-def median_seconds(runs, repeats, warmup=1, rounds=1):
-    """Median wall time of each callable of ``runs`` (name -> callable).
-
-    Each round gives every callable in turn ``warmup`` untimed calls and then ``repeats``
-    timed ones: several rounds spread a slow spell of the machine over all of them, and the
-    warm-up of each turn lets the thread pool of the previous one (OpenBLAS, XLA, PyTorch's
-    OpenMP) go idle before the clock starts.
-    """
-    times = {name: [] for name in runs}
-    for _ in range(rounds):
-        for name, run in runs.items():
-            for _ in range(warmup):
-                run()
-            for _ in range(repeats):
-                start = time.perf_counter()
-                run()
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
-# --------------------------------------------------------------------------------------
-# Ceilings of this machine
-# --------------------------------------------------------------------------------------
-
-
 def measure_ceilings(quick):
     """Copy bandwidth (bytes read + written per second) and matmul rates (multiply-adds
     per second) for float32 and float64, each the median of a few runs."""
-    src = np.ones((64 if quick else 256) << 20, dtype=np.uint8)
-    dst = np.empty_like(src)
-    n = 512 if quick else 1536
-    squares = {np.dtype(dtype).name: np.ones((n, n), dtype=dtype) for dtype in (np.float32, np.float64)}
-    runs = {"copy": lambda: np.copyto(dst, src)} | {name: (lambda a=a: a @ a) for name, a in squares.items()}
-    seconds = median_seconds(runs, repeats=5)
-    rates = {name: n**3 / seconds[name] for name in squares}
-    return {"copy_bytes_per_s": 2 * src.nbytes / seconds["copy"], "matmul_madds_per_s": rates}
+    return measure_device_ceilings(CpuDevice(), (64 if quick else 256) << 20, 512 if quick else 1536)
 
 
 def floor_seconds(flops, nbytes, dtype, ceilings):
@@ -245,22 +212,6 @@ def bench_mlp(rng, quick):
 # --------------------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------------------
-
-
-def openblas_core():
-    """The kernel family OpenBLAS chose at load time (``"Haswell"``, ``"SkylakeX"``), or None."""
-    for path in (Path(np.__file__).parent.parent / "numpy.libs").glob("*openblas*.so*"):
-        lib = ctypes.CDLL(str(path))  # already loaded by NumPy: the same library
-        for symbol in (
-            "scipy_openblas_get_corename64_",
-            "scipy_openblas_get_corename",
-            "openblas_get_corename",
-        ):
-            if hasattr(lib, symbol):
-                getter = getattr(lib, symbol)
-                getter.restype = ctypes.c_char_p
-                return getter().decode()
-    return None
 
 
 def machine():

@@ -14,11 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
+from harness import CpuDevice, host_seconds
 
 import batchjac as bj
 
@@ -52,19 +51,14 @@ def main(argv=None):
     x = np.random.default_rng(0).uniform(-2, 2, (args.batch, args.n)).astype(np.float32)
     bj.jacobian(chain, x[:2], structured=True)  # warm-up: imports, numba's erf, caches
 
-    tracemalloc.start()
-    J = bj.jacobian(chain, x, structured=True)
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+    held = {}
+    peak = CpuDevice.peak(lambda: held.update(J=bj.jacobian(chain, x, structured=True)))
+    J = held.pop("J")
     assert isinstance(J, bj.Diagonal), type(J)
     error = float(np.max(np.abs(J.diagonal() - closed_form(x)) / (1 + np.abs(closed_form(x)))))
     del J
 
-    times = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        bj.jacobian(chain, x, structured=True)
-        times.append(time.perf_counter() - start)
+    times = [host_seconds(lambda: bj.jacobian(chain, x, structured=True)) for _ in range(args.repeats)]
 
     dense_bytes = args.batch * args.n * args.n * x.itemsize
     result = {

@@ -26,14 +26,13 @@ import os
 import platform
 import statistics
 import sys
-import time
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
+from harness import CpuDevice, current_device
+from harness import copy_bandwidth as measure_copy_bandwidth
 
 from batchjac._arrays import namespace
-from batchjac.backends.dispatch import backend_problem
 from batchjac.numerical import METHODS, numerical_value_and_jacobian
 
 N = 32
@@ -61,65 +60,19 @@ def closed_form(x, W, b):
     return J
 
 
-class CpuClock:
-    name = "numpy"
-
-    @staticmethod
-    def time(run):
-        start = time.perf_counter()
-        run()
-        return time.perf_counter() - start
-
-    @staticmethod
-    def peak(run):
-        tracemalloc.start()
-        run()
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-        return peak
-
-    @staticmethod
-    def bandwidth():
-        src = np.ones(COPY_BYTES // 8)
-        dst = np.empty_like(src)
-        best = min(CpuClock.time(lambda: np.copyto(dst, src)) for _ in range(5))
-        return COPY_BYTES / best
+def copy_bandwidth(device):
+    """Bytes copied per second (half the read + written figure of the harness): this report's
+    floor has always been the Jacobian's bytes over this figure."""
+    return measure_copy_bandwidth(device, COPY_BYTES) / 2
 
 
-class GpuClock:
-    name = "cupy"
-
-    def __init__(self, cp):
-        self.cp = cp
-
-    def time(self, run):
-        start, stop = self.cp.cuda.Event(), self.cp.cuda.Event()
-        start.record()
-        run()
-        stop.record()
-        stop.synchronize()
-        return self.cp.cuda.get_elapsed_time(start, stop) / 1e3
-
-    def peak(self, run):
-        pool = self.cp.get_default_memory_pool()
-        pool.free_all_blocks()
-        run()
-        self.cp.cuda.Device().synchronize()
-        return pool.total_bytes()
-
-    def bandwidth(self):
-        src = self.cp.ones(COPY_BYTES // 8)
-        dst = self.cp.empty_like(src)
-        best = min(self.time(lambda: self.cp.copyto(dst, src)) for _ in range(5))
-        return COPY_BYTES / best
-
-
-def bench_device(clock, xp, batch: int, repeats: int) -> dict:
+def bench_device(device, batch: int, repeats: int) -> dict:
+    xp = device.xp
     x, W, b = problem(batch, xp)
     expected = closed_form(x, W, b)
     scale = max(1.0, float(xp.abs(expected).max()))
     jacobian_bytes = batch * N * N * 8
-    bandwidth = clock.bandwidth()
+    bandwidth = copy_bandwidth(device)
     floor = jacobian_bytes / bandwidth
     results = {}
     for method in METHODS:
@@ -128,9 +81,9 @@ def bench_device(clock, xp, batch: int, repeats: int) -> dict:
         def run():
             out["J"] = numerical_value_and_jacobian(layer, (x, W, b), (0,), method)[1][0]
 
-        peak = clock.peak(run)  # the warm-up
+        peak = device.peak(run)  # the warm-up
         error = float(xp.abs(out.pop("J") - expected).max()) / scale
-        times = [clock.time(run) for _ in range(repeats)]
+        times = [device.clock(run) for _ in range(repeats)]
         out.clear()
         median = statistics.median(times)
         results[method] = {
@@ -142,13 +95,13 @@ def bench_device(clock, xp, batch: int, repeats: int) -> dict:
             "max_rel_error": error,
         }
         print(
-            f"{clock.name:6s} {method:13s} median {median:8.3f} s  peak {peak / 2**30:6.2f} GiB  "
+            f"{device.backend:6s} {method:13s} median {median:8.3f} s  peak {peak / 2**30:6.2f} GiB  "
             f"floor {floor * 1e3:7.1f} ms  x{median / floor:7.1f}  error {error:.1e}",
             flush=True,
         )
     return {
         "peak_memory": "tracemalloc peak of the warm-up run"
-        if clock.name == "numpy"
+        if device.backend == "numpy"
         else "CuPy memory pool total after the warm-up run, pool emptied before",
         "copy_bandwidth_bytes_per_s": bandwidth,
         "jacobian_bytes": jacobian_bytes,
@@ -156,12 +109,9 @@ def bench_device(clock, xp, batch: int, repeats: int) -> dict:
     }
 
 
-def gpu_clock():
-    if backend_problem("cupy") is not None:
-        return None
-    import cupy
-
-    return GpuClock(cupy)
+def gpu_device():
+    device = current_device()
+    return device if device.name == "gpu" else None
 
 
 def machine() -> dict:
@@ -172,7 +122,7 @@ def machine() -> dict:
         "python": sys.version.split()[0],
         "numpy": np.__version__,
     }
-    gpu = gpu_clock()
+    gpu = gpu_device()
     if gpu is not None:
         props = gpu.cp.cuda.runtime.getDeviceProperties(0)
         info.update(cupy=gpu.cp.__version__, gpu=props["name"].decode())
@@ -189,7 +139,7 @@ def main(argv=None):
         help="default: benchmarks/results/numerical_gpu.json with a GPU, else numerical_cpu.json",
     )
     args = parser.parse_args(argv)
-    gpu = gpu_clock()
+    gpu = gpu_device()
     out = args.out or Path(__file__).parent / "results" / f"numerical_{'cpu' if gpu is None else 'gpu'}.json"
     batch, repeats = (10_000, 2) if args.quick else (100_000, 3)
     report = {
@@ -201,10 +151,10 @@ def main(argv=None):
         "dtype": "float64",
         "repeats": repeats,
         "machine": machine(),
-        "devices": {"numpy": bench_device(CpuClock(), np, batch, repeats)},
+        "devices": {"numpy": bench_device(CpuDevice(), batch, repeats)},
     }
     if gpu is not None:
-        report["devices"]["cupy"] = bench_device(gpu, gpu.cp, batch, repeats)
+        report["devices"]["cupy"] = bench_device(gpu, batch, repeats)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}")

@@ -3,8 +3,6 @@
 import subprocess
 import sys
 
-import pytest
-
 
 def run(*args):
     return subprocess.run(
@@ -27,9 +25,8 @@ def test_demo_checks_its_jacobian_against_a_numerical_reference():
     assert error < 1e-4
 
 
-@pytest.mark.parametrize("name", [None, "no-such-benchmark"])
-def test_bench_without_a_known_name_lists_the_benchmarks(name):
-    result = run("bench", *([name] if name else []))
+def test_bench_with_an_unknown_name_lists_the_benchmarks():
+    result = run("bench", "no-such-benchmark")
     assert result.returncode == 2
     assert "choose a benchmark" in result.stderr and "chain" in result.stderr
 

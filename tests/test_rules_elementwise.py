@@ -280,3 +280,13 @@ def test_scalar_form_matches_the_array_rule(name, rng):
         got = [scope["y"]] + [eval(expression, scope) for expression in found.scalar[1:]]
     for g, e in zip(got, expected):
         np.testing.assert_allclose(np.broadcast_to(g, e.shape), e, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0, 3.0, 5.0, 8.0, 9.0, 2.5, -2.0, 0.0])
+def test_power_by_constant_for_integer_and_general_exponents(p, rng):
+    x = rng.uniform(0.2, 2.0, (3, 7))
+    y, dy = rule("power").value_and_derivatives(np, x, p=p)
+    np.testing.assert_allclose(y, x**p, rtol=1e-14)
+    np.testing.assert_allclose(dy, p * x ** (p - 1) if p else np.zeros_like(x), rtol=1e-14)
+    y32, dy32 = rule("power").value_and_derivatives(np, x.astype(np.float32), p=p)
+    assert y32.dtype == dy32.dtype == np.float32
