@@ -6,11 +6,14 @@ Jacobians (``Dense``, ``Diagonal``, ``Shared``, ``Identity``) keep them compact,
 dispatch layer runs the work on NumPy (CPU), CuPy or numba-CUDA (NVIDIA GPUs).
 """
 
+from . import interop
 from ._arrays import DeviceMismatchError, to_device
 from .api import NumericalFallbackWarning, elementwise, jacobian, register_elementwise, value_and_jacobian
 from .backends.dispatch import BackendUnavailableError, available_backends, use_backend
 from .chain import chain, chain_jvp, chain_plan, chain_vjp
 from .checking import check_jacobian
+from .dask_support import RechunkWarning
+from .device_jacobian import device_jacobian
 from .functions import (
     abs,
     add,
@@ -53,12 +56,18 @@ from .functions import (
     transpose,
     where,
 )
+from .interop import like, to_framework
 from .jacobians import Dense, Diagonal, Identity, Jacobian, Shared
 from .tracing import TraceError
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "RechunkWarning",
+    "to_framework",
+    "like",
+    "interop",
+    "device_jacobian",
     "BackendUnavailableError",
     "Dense",
     "DeviceMismatchError",

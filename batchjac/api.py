@@ -8,7 +8,8 @@ import warnings
 
 import numpy as np
 
-from ._arrays import as_float_array, common_batch, device_of, flatten_samples, float_dtype, namespace
+from . import dask_support, interop
+from ._arrays import as_float_array, common_batch, device_of, flatten_samples, float_dtype
 from .backends.dispatch import select_backend, use_backend
 from .jacobians import Diagonal
 from .rules_elementwise import BINARY, UNARY, ElementwiseRule, rule
@@ -34,6 +35,7 @@ def jacobian(
     chunk_size=None,
     structured=False,
     progress=None,
+    framework=None,
 ):
     """Batched Jacobian of ``f`` at every sample of ``x``.
 
@@ -48,7 +50,10 @@ def jacobian(
     traces and numerical otherwise, with a :class:`NumericalFallbackWarning`.
     ``structured=True`` (exact only) returns a :class:`bj.Jacobian` ``(B, m, n)`` over the
     flattened sample shapes, whose ``plan`` tells how it was assembled. ``chunk_size``
-    and ``progress`` bound and report numerical assembly.
+    and ``progress`` bound and report numerical assembly. ``framework`` gives the results
+    back as ``"numpy"``, ``"cupy"``, ``"torch"`` or ``"jax"`` arrays, or ``"input"`` for the
+    framework of ``x`` (zero-copy through DLPack, on the same device). A Dask array ``x``
+    gives lazy Dask arrays, computed block by block over the batch.
 
     >>> import numpy as np, batchjac as bj
     >>> w = np.array([1.0, 2.0, 3.0])
@@ -66,6 +71,7 @@ def jacobian(
         chunk_size=chunk_size,
         structured=structured,
         progress=progress,
+        framework=framework,
     )[1]
 
 
@@ -80,6 +86,7 @@ def value_and_jacobian(
     chunk_size=None,
     structured=False,
     progress=None,
+    framework=None,
 ):
     """``(f(x, *args), jacobian(f, x, *args, ...))`` from one evaluation; same keywords.
 
@@ -88,6 +95,28 @@ def value_and_jacobian(
     >>> y.tolist(), J.tolist()
     ([[2.0, 6.0]], [[[3.0, 0.0], [0.0, 5.0]]])
     """
+    keywords = dict(argnums=argnums, method=method, layout=layout, backend=backend,
+                    chunk_size=chunk_size, structured=structured, progress=progress)  # fmt: skip
+    if framework is not None:
+        if framework != "input" and framework not in interop.FRAMEWORKS:
+            raise ValueError(
+                f"framework: expected 'input' or one of {', '.join(map(repr, interop.FRAMEWORKS))}, got {framework!r}"
+            )
+        if structured:
+            raise ValueError(
+                "framework= converts arrays; structured=True returns a bj.Jacobian (use J.to_dense())"
+            )
+    if dask_support.has_dask_array(x, *args):  # lazy, blockwise over the batch
+        if framework is not None:
+            raise ValueError("framework= does not apply to Dask arrays: the result is a Dask array")
+        return dask_support.value_and_jacobian(f, x, *args, **keywords)
+    result = _value_and_jacobian(f, x, *args, **keywords)
+    if framework is None:
+        return result
+    return interop.to_framework(result, interop.framework_of(x) if framework == "input" else framework)
+
+
+def _value_and_jacobian(f, x, *args, argnums, method, layout, backend, chunk_size, structured, progress):
     single = isinstance(argnums, int)
     argnums, call_args = _check_call(f, (x, *args), argnums, method, layout, structured)
     select_backend(
@@ -271,11 +300,14 @@ def register_elementwise(name, f, df):
         if xp is np:
             yield value_ufunc(x)
             yield derivative_ufunc(x)
-        else:
-            yield _gpu_ufunc(f)(x)
-            yield _gpu_ufunc(df)(x)
+        else:  # a GPU array: one fused numba-CUDA kernel
+            from .backends.numba_ops import user_elementwise
 
-    UNARY[name] = ElementwiseRule(name, 1, generate, {}, f"user function {name}", user=True)
+            yield from user_elementwise(f, df, x)
+
+    UNARY[name] = ElementwiseRule(
+        name, 1, generate, {}, f"user function {name}", user=True, functions=(f, df)
+    )
     from .functions import _unary_function
 
     return _unary_function(name)
@@ -290,21 +322,3 @@ def _compile_ufunc(fn, what):
         return numba.vectorize(["float32(float32)", "float64(float64)"])(fn)
     except Exception as err:  # numba's typing errors are many; report them as one
         raise TypeError(f"{what}: numba cannot compile it as a scalar function of a float: {err}") from err
-
-
-def _gpu_ufunc(fn):
-    """``fn`` compiled as a CUDA ufunc on first use; results come back as CuPy arrays."""
-    compiled = _cuda_ufuncs.get(fn)
-    if compiled is None:
-        import numba
-
-        ufunc = numba.vectorize(["float32(float32)", "float64(float64)"], target="cuda")(fn)
-
-        def compiled(x):
-            return namespace(x).asarray(ufunc(x))
-
-        _cuda_ufuncs[fn] = compiled
-    return compiled
-
-
-_cuda_ufuncs: dict = {}

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import dask_support
 from ._arrays import as_array, as_float_array, namespace
 from .jacobians import Jacobian
 from .numerical import METHODS, NotComplexSafeError, numerical_value_and_jacobian
@@ -101,6 +102,8 @@ def check_jacobian(f, x, J=None, method="complex-step", rtol=None, atol=None) ->
     >>> report.max_abs_error
     0.0
     """
+    if dask_support.has_dask_array(x, J):  # computed block by block over the batch
+        return dask_support.check_jacobian(f, x, J, method, rtol, atol)
     x = as_float_array(x, "x")
     if method not in METHODS:
         raise ValueError(f"method: expected one of {', '.join(map(repr, METHODS))}, got {method!r}")

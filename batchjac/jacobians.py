@@ -370,7 +370,8 @@ class Identity(Diagonal):
     def scale_vector(self, xp=None, dtype=None):
         """The scale as an array of shape ``(B, n)`` (a read-only broadcast view)."""
         xp = xp or self._xp_for_device()
-        full = self.scale if self.per_sample else xp.asarray(self.scale, dtype=dtype or self.dtype)
+        # xp.full: a number becomes a GPU array by a fill kernel, not by a copy from the host
+        full = self.scale if self.per_sample else xp.full((), self.scale, dtype=dtype or self.dtype)
         col = full[:, None] if self.per_sample else full
         return xp.broadcast_to(col, (self.batch, self.in_size))
 
@@ -402,7 +403,12 @@ class Identity(Diagonal):
 
     def _slogdet(self):
         xp = self._xp_for_device()
-        s = xp.broadcast_to(xp.asarray(self.scale, dtype=self.dtype), (self.batch,))
+        scale = (
+            self.scale.astype(self.dtype, copy=False)
+            if self.per_sample
+            else xp.full((), self.scale, self.dtype)
+        )
+        s = xp.broadcast_to(scale, (self.batch,))
         if self.in_size == 0:  # the empty determinant is 1
             return xp.ones_like(s), xp.zeros_like(s)
         with np.errstate(divide="ignore"):

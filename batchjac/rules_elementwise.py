@@ -46,6 +46,7 @@ class ElementwiseRule:
     params: dict = field(default_factory=dict)  # parameter name -> default value
     doc: str = ""
     user: bool = False  # registered by bj.register_elementwise
+    functions: tuple | None = None  # a user rule's scalar Python (f, df), compiled per backend
     scalar: tuple | None = None  # the scalar form, see SCALAR_FUNCTIONS
 
     def value(self, xp, *args, **params):
@@ -63,7 +64,8 @@ class ElementwiseRule:
 # The scalar form of a rule: C-compatible expressions, the value first, then the derivative
 # with respect to each argument; arguments are x (unary) or u, v (binary), y is the value,
 # and the parameters go by name (alpha, p). Only these functions appear, with their C99
-# meaning, and numbers are written as floats; the GPU backends generate their kernels
+# meaning (fmax/fmin return the non-NaN operand, so rules that must propagate NaN as NumPy
+# does use where), and numbers are written as floats; the GPU backends generate their kernels
 # from these strings (CUDA C for CuPy, numba device functions), and
 # tests/test_rules_elementwise.py checks them against the array rules.
 SCALAR_FUNCTIONS = (
@@ -373,7 +375,7 @@ def _select(xp, first, y):
 @_binary(
     "maximum",
     "max(u, v); [u > v]; [u <= v] (a tie goes to v)",
-    scalar=("fmax(u, v)", "where(u > v, 1.0, 0.0)", "where(u > v, 0.0, 1.0)"),
+    scalar=("where(u != u, u, where(u > v, u, v))", "where(u > v, 1.0, 0.0)", "where(u > v, 0.0, 1.0)"),
 )
 def _maximum(xp, u, v):
     y = xp.maximum(u, v)
@@ -384,7 +386,7 @@ def _maximum(xp, u, v):
 @_binary(
     "minimum",
     "min(u, v); [u < v]; [u >= v] (a tie goes to v)",
-    scalar=("fmin(u, v)", "where(u < v, 1.0, 0.0)", "where(u < v, 0.0, 1.0)"),
+    scalar=("where(u != u, u, where(u < v, u, v))", "where(u < v, 1.0, 0.0)", "where(u < v, 0.0, 1.0)"),
 )
 def _minimum(xp, u, v):
     y = xp.minimum(u, v)

@@ -15,4 +15,4 @@ def test_readme_has_examples():
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_example_runs(index):
-    exec(compile(BLOCKS[index], f"README.md example {index}", "exec"), {})
+    exec(compile(BLOCKS[index], f"README.md example {index}", "exec"), {"__name__": "__main__"})

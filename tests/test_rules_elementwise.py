@@ -273,7 +273,9 @@ def test_scalar_form_matches_the_array_rule(name, rng):
     if found.arity == 2:
         args[1][2] = args[0][2]
     names = ("x",) if found.arity == 1 else ("u", "v")
-    scope = _numpy_scalar_namespace() | dict(zip(names, args)) | {k: float(v) for k, v in found.params.items()}
+    scope = (
+        _numpy_scalar_namespace() | dict(zip(names, args)) | {k: float(v) for k, v in found.params.items()}
+    )
     with np.errstate(all="ignore"):
         expected = found.value_and_derivatives(np, *args)
         scope["y"] = eval(found.scalar[0], scope)
@@ -290,3 +292,13 @@ def test_power_by_constant_for_integer_and_general_exponents(p, rng):
     np.testing.assert_allclose(dy, p * x ** (p - 1) if p else np.zeros_like(x), rtol=1e-14)
     y32, dy32 = rule("power").value_and_derivatives(np, x.astype(np.float32), p=p)
     assert y32.dtype == dy32.dtype == np.float32
+
+
+@pytest.mark.parametrize("name", ["maximum", "minimum"])
+def test_scalar_form_propagates_nan_like_numpy(name):
+    scope = _numpy_scalar_namespace() | {
+        "u": np.array([np.nan, 1.0, np.nan]),
+        "v": np.array([1.0, np.nan, np.nan]),
+    }
+    expected = getattr(np, name)(scope["u"], scope["v"])
+    np.testing.assert_array_equal(eval(rule(name).scalar[0], scope), expected)

@@ -6,8 +6,8 @@ Selection, first match wins:
 2. the innermost ``with bj.use_backend(name):`` block;
 3. the ``BATCHJAC_BACKEND`` environment variable;
 4. the device of the inputs: NumPy arrays go to ``"numpy"``; GPU arrays go, primitive by
-   primitive, to the first GPU backend of :data:`GPU_PREFERENCE` that is available and
-   implements it.
+   primitive, to the first GPU backend of :func:`gpu_preference` that is available and
+   implements it: the fastest measured on this GPU, else the order of :data:`GPU_PREFERENCE`.
 
 A named backend must be known and available, and must live on the inputs' device: data
 is never copied between devices behind the caller's back.
@@ -45,27 +45,30 @@ BACKENDS: dict[str, BackendSpec] = {
 }
 
 # Which module serves each primitive on each backend: the one table of the dispatch.
-# None: that backend has no implementation of the primitive (yet); the default GPU
-# dispatch then takes the next backend of GPU_PREFERENCE that has one.
-#
-#   primitive             numpy      cupy       numba
+# xp_ops is written against the array namespace and serves CuPy arrays too (cuBLAS GEMMs
+# through cupy.matmul, cuSOLVER's batched LU through cupy.linalg.slogdet); cupy_ops holds
+# CuPy's own kernels, numba_ops the numba-CUDA ones. None would mean "not implemented":
+# the default GPU dispatch then takes the next backend that has one.
 TABLE: dict[str, dict[str, str | None]] = {
-    "elementwise":        {"numpy": "xp_ops", "cupy": "xp_ops", "numba": None},
-    "scale_rows":         {"numpy": "xp_ops", "cupy": "xp_ops", "numba": None},
-    "scale_cols":         {"numpy": "xp_ops", "cupy": "xp_ops", "numba": None},
-    "batched_matmul":     {"numpy": "xp_ops", "cupy": "xp_ops", "numba": None},
-    "shared_matmul":      {"numpy": "xp_ops", "cupy": "xp_ops", "numba": None},
-    "matmul_shared":      {"numpy": "xp_ops", "cupy": "xp_ops", "numba": None},
-    "diag_to_dense":      {"numpy": "xp_ops", "cupy": "xp_ops", "numba": None},
-    "add_diagonal":       {"numpy": "xp_ops", "cupy": "xp_ops", "numba": None},
-    "matvec":             {"numpy": "xp_ops", "cupy": "xp_ops", "numba": None},
-    "vecmat":             {"numpy": "xp_ops", "cupy": "xp_ops", "numba": None},
-    "slogdet":            {"numpy": "xp_ops", "cupy": "xp_ops", "numba": None},
-    "difference_columns": {"numpy": "xp_ops", "cupy": "xp_ops", "numba": None},
+    "elementwise":         {"numpy": "xp_ops", "cupy": "cupy_ops", "numba": "numba_ops"},
+    "scale_rows":          {"numpy": "xp_ops", "cupy": "cupy_ops", "numba": "numba_ops"},
+    "scale_cols":          {"numpy": "xp_ops", "cupy": "cupy_ops", "numba": "numba_ops"},
+    "batched_matmul":      {"numpy": "xp_ops", "cupy": "xp_ops", "numba": "numba_ops"},
+    "shared_matmul":       {"numpy": "xp_ops", "cupy": "xp_ops", "numba": "numba_ops"},
+    "matmul_shared":       {"numpy": "xp_ops", "cupy": "xp_ops", "numba": "numba_ops"},
+    "diag_to_dense":       {"numpy": "xp_ops", "cupy": "cupy_ops", "numba": "numba_ops"},
+    "add_diagonal":        {"numpy": "xp_ops", "cupy": "cupy_ops", "numba": "numba_ops"},
+    "matvec":              {"numpy": "xp_ops", "cupy": "cupy_ops", "numba": "numba_ops"},
+    "vecmat":              {"numpy": "xp_ops", "cupy": "cupy_ops", "numba": "numba_ops"},
+    "slogdet":             {"numpy": "xp_ops", "cupy": "xp_ops", "numba": "numba_ops"},
+    "difference_columns":  {"numpy": "xp_ops", "cupy": "xp_ops", "numba": "numba_ops"},
 }  # fmt: skip
 
-# The default GPU backend per primitive, fastest first.
-GPU_PREFERENCE: dict[str, tuple[str, ...]] = {prim: ("cupy", "numba") for prim in TABLE}
+# The default order of the GPU backends per primitive, used where nothing was measured;
+# where several GPU backends implement a primitive, gpu_preference() orders them by the
+# speed measured on this GPU (batchjac.backends.autotune).
+DEFAULT_GPU_ORDER: tuple[str, ...] = ("cupy", "numba")
+GPU_PREFERENCE: dict[str, tuple[str, ...]] = {prim: DEFAULT_GPU_ORDER for prim in TABLE}
 
 ENV_VAR = "BATCHJAC_BACKEND"
 
@@ -223,9 +226,22 @@ def get_backend(name: str) -> Backend:
     return _backends[name]
 
 
+def gpu_preference() -> dict[str, tuple[str, ...]]:
+    """The GPU backends per primitive, fastest first: measured on this GPU where more than
+    one available backend implements the primitive (:mod:`batchjac.backends.autotune`,
+    cached on disk), :data:`GPU_PREFERENCE` elsewhere."""
+    from .autotune import measured_preference
+
+    candidates = {
+        prim: tuple(name for name in order if backend_problem(name) is None and TABLE[prim][name] is not None)
+        for prim, order in GPU_PREFERENCE.items()
+    }
+    return {**GPU_PREFERENCE, **measured_preference(candidates)}
+
+
 def _default_gpu_backend() -> Backend:
     impls = {}
-    for prim, order in GPU_PREFERENCE.items():
+    for prim, order in gpu_preference().items():
         for name in order:
             if backend_problem(name) is None and TABLE[prim][name] is not None:
                 impls[prim] = (name, _implementation(prim, name))
