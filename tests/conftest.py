@@ -112,3 +112,33 @@ def complex_step_jacobian(f, *args, argnum=0, h=1e-30):
         else np.zeros((batch, int(np.prod(out.shape[1:], dtype=int)), 0))
     )
     return J.reshape(batch, *out.shape[1:], *in_shape)
+
+
+def black_box_jacobian(x):
+    """Closed-form Jacobian ``(B, 2, 3)`` of ``[sin(x0) x1, exp(x1) + x0 x2^2]``, the black
+    box the numerical-column tests differentiate."""
+    x0, x1, x2 = x[:, 0], x[:, 1], x[:, 2]
+    zero = np.zeros_like(x0)
+    return np.stack([
+        np.stack([np.cos(x0) * x1, np.sin(x0), zero], axis=1),
+        np.stack([x2**2, np.exp(x1), 2 * x0 * x2], axis=1),
+    ], axis=1)  # fmt: skip
+
+
+# method -> (relative step for float32, for float64; tolerance for float32, for float64)
+DIFFERENCES = {
+    "complex-step": ((1e-20, 1e-20), (2e-5, 1e-12)),
+    "central": ((5e-3, 6e-6), (1e-3, 1e-8)),
+    "forward": ((4e-4, 1.5e-8), (1e-2, 1e-6)),
+}
+
+
+@pytest.fixture(scope="module")
+def cp():
+    """The cupy module, where a CUDA GPU with CuPy works (else the test skips)."""
+    problem = backend_problem("cupy")
+    if problem is not None:
+        pytest.skip(f"needs a CUDA GPU with CuPy: {problem}")
+    import cupy
+
+    return cupy

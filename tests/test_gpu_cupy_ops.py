@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from batchjac.backends import xp_ops
-from batchjac.backends.dispatch import backend_problem
 from batchjac.rules_elementwise import BINARY, UNARY
 
 pytestmark = pytest.mark.gpu
@@ -27,16 +26,6 @@ TOL = {np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-12}
 
 # Inputs per rule that stay inside the rule's domain (log, sqrt of positives; pow of a positive base).
 POSITIVE = {"log", "sqrt", "pow", "power", "reciprocal", "log1p", "div"}
-
-
-@pytest.fixture(scope="module")
-def cp():
-    problem = backend_problem("cupy")
-    if problem is not None:
-        pytest.skip(f"needs a CUDA GPU with CuPy: {problem}")
-    import cupy
-
-    return cupy
 
 
 @pytest.fixture(scope="module")

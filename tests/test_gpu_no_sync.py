@@ -12,19 +12,8 @@ import numpy as np
 import pytest
 
 import batchjac as bj
-from batchjac.backends.dispatch import backend_problem
 
 pytestmark = pytest.mark.gpu
-
-
-@pytest.fixture(scope="module")
-def cp():
-    problem = backend_problem("cupy")
-    if problem is not None:
-        pytest.skip(f"needs a CUDA GPU with CuPy: {problem}")
-    import cupy
-
-    return cupy
 
 
 def no_sync(fn):

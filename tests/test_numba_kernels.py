@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import assert_close
+from conftest import DIFFERENCES, assert_close, black_box_jacobian
 
 from batchjac.backends import interface, xp_ops
 from batchjac.backends.dispatch import backend_problem
@@ -278,23 +278,6 @@ def black_box(z):
     x0, x1, x2 = values[:, 0], values[:, 1], values[:, 2]
     out = xp.stack([xp.sin(x0) * x1, xp.exp(x1) + x0 * x2**2], axis=1)
     return out if cp is not None else cuda.to_device(out)
-
-
-def black_box_jacobian(x):
-    x0, x1, x2 = x[:, 0], x[:, 1], x[:, 2]
-    zero = np.zeros_like(x0)
-    return np.stack([
-        np.stack([np.cos(x0) * x1, np.sin(x0), zero], axis=1),
-        np.stack([x2**2, np.exp(x1), 2 * x0 * x2], axis=1),
-    ], axis=1)  # fmt: skip
-
-
-# method -> (step for float32, for float64; tolerance for float32, for float64)
-DIFFERENCES = {
-    "complex-step": ((1e-20, 1e-20), (2e-5, 1e-12)),
-    "central": ((5e-3, 6e-6), (1e-3, 1e-8)),
-    "forward": ((4e-4, 1.5e-8), (1e-2, 1e-6)),
-}
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

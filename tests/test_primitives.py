@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import assert_close, to_numpy
+from conftest import DIFFERENCES, assert_close, black_box_jacobian, to_numpy
 
 from batchjac.backends import interface
 from batchjac.backends.dispatch import get_backend
@@ -164,23 +164,6 @@ def closed_form(xp):
     return f
 
 
-def closed_form_jacobian(x):
-    x0, x1, x2 = x[:, 0], x[:, 1], x[:, 2]
-    zero = np.zeros_like(x0)
-    return np.stack([
-        np.stack([np.cos(x0) * x1, np.sin(x0), zero], axis=1),
-        np.stack([x2**2, np.exp(x1), 2 * x0 * x2], axis=1),
-    ], axis=1)  # fmt: skip
-
-
-# method -> (relative step for float32, for float64; tolerance for float32, for float64)
-DIFFERENCES = {
-    "complex-step": ((1e-20, 1e-20), (2e-5, 1e-12)),
-    "central": ((5e-3, 6e-6), (1e-3, 1e-8)),
-    "forward": ((4e-4, 1.5e-8), (1e-2, 1e-6)),
-}
-
-
 @pytest.mark.parametrize("batch", [0, B])
 @pytest.mark.parametrize("method", list(DIFFERENCES))
 def test_difference_columns_match_the_analytic_jacobian(ops, xp, rng, dtype, on_device, method, batch):
@@ -198,7 +181,7 @@ def test_difference_columns_match_the_analytic_jacobian(ops, xp, rng, dtype, on_
     result = ops.difference_columns(f, on_device(x), columns, on_device(steps), method)
     assert len(calls) == 1, "f is evaluated once on the stacked perturbations"
     assert result.dtype == dtype
-    expected = closed_form_jacobian(x.astype(np.float64))[:, :, columns]
+    expected = black_box_jacobian(x.astype(np.float64))[:, :, columns]
     assert_close(result, expected, rtol=tol32 if dtype == np.float32 else tol64)
 
 
