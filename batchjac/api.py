@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import numbers
 import warnings
 
 import numpy as np
@@ -48,7 +49,8 @@ def jacobian(
     ``f`` written with batchjac's array functions; ``"complex-step"``, ``"central"``,
     ``"forward"`` are numerical for any NumPy/CuPy ``f``; ``"auto"`` is exact when ``f``
     traces and numerical otherwise, with a :class:`NumericalFallbackWarning`.
-    ``structured=True`` (exact only) returns a :class:`bj.Jacobian` ``(B, m, n)`` over the
+    ``structured=True`` (exact only: ``f`` must trace) returns a :class:`bj.Jacobian`
+    ``(B, m, n)`` (``(B, n, m)`` for the denominator layout) over the
     flattened sample shapes, whose ``plan`` tells how it was assembled. ``chunk_size``
     and ``progress`` bound and report numerical assembly. ``framework`` gives the results
     back as ``"numpy"``, ``"cupy"``, ``"torch"`` or ``"jax"`` arrays, or ``"input"`` for the
@@ -117,11 +119,13 @@ def value_and_jacobian(
 
 
 def _value_and_jacobian(f, x, *args, argnums, method, layout, backend, chunk_size, structured, progress):
-    single = isinstance(argnums, int)
+    single = isinstance(argnums, numbers.Integral)
     argnums, call_args = _check_call(f, (x, *args), argnums, method, layout, structured)
     select_backend(
         *(call_args[i] for i in argnums), backend=backend, names=[_arg_name(i) for i in argnums]
     )  # device and backend checks
+    if structured:
+        method = "exact"  # a structured Jacobian only comes from tracing: no numerical fallback
     auto = method == "auto"
     if method in ("auto", "exact"):
         try:
@@ -167,10 +171,10 @@ def _check_call(f, args, argnums, method, layout, structured):
         raise ValueError(f"layout: expected 'numerator' or 'denominator', got {layout!r}")
     if structured and method in NUMERICAL_METHODS:
         raise ValueError(f"structured=True needs the exact method, got method={method!r}")
-    nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    nums = (argnums,) if isinstance(argnums, numbers.Integral) else tuple(argnums)
     if (
         not nums
-        or any(not isinstance(i, int) or not 0 <= i < len(args) for i in nums)
+        or any(not isinstance(i, numbers.Integral) or not 0 <= i < len(args) for i in nums)
         or len(set(nums)) != len(nums)
     ):
         raise ValueError(
@@ -180,7 +184,7 @@ def _check_call(f, args, argnums, method, layout, structured):
     for i in nums:
         args[i] = as_float_array(args[i], _arg_name(i))
     common_batch([args[i] for i in nums], [_arg_name(i) for i in nums])
-    return nums, tuple(args)
+    return tuple(int(i) for i in nums), tuple(args)
 
 
 def _exact(f, args, argnums, backend):
@@ -223,7 +227,7 @@ def _finish(value, jacobians, args, argnums, layout, structured, single):
     results = []
     for i, J in zip(argnums, jacobians):
         if structured:
-            results.append(J)
+            results.append(J.T if layout == "denominator" else J)
             continue
         in_shape = args[i].shape[1:]
         dense = J.to_dense() if not hasattr(J, "ndim") else J

@@ -135,7 +135,8 @@ def _constant_partial(name, values, i):
     if name == "mul" and isinstance(other, numbers.Number):
         return float(other)
     if name == "div" and i == 0 and isinstance(other, numbers.Number):
-        return 1.0 / other
+        with np.errstate(divide="ignore"):
+            return float(np.divide(1.0, other))  # inf for 0, as the value is
     return None
 
 
@@ -447,17 +448,30 @@ def linear(x, W, b=None):
     Wt = xp.swapaxes(Wv, -1, -2)
     y = _stacked_matmul(xp, xs, Wt).reshape(*xv.shape[:-1], m)
     if not _is_traced(x, W):
-        return y if b is None else add(y, b)
+        return y if b is None else add(y, _bias_for(b, xv.ndim))
 
     def d_x():
-        return _per_sample_matrix(Wv if S == 1 else _kron_right(xp, Wt, S), batch)
+        # A copy of a per-sample W: the Jacobian must not share memory with the caller's W.
+        return _per_sample_matrix(
+            (Wv.copy() if Wv.ndim == 3 else Wv) if S == 1 else _kron_right(xp, Wt, S), batch
+        )
 
     def d_W():
         K = xp.eye(m, dtype=xs.dtype)[None, None, :, :, None] * xs[:, :, None, None, :]
         return Dense(K.reshape(batch, S * m, m * n))
 
     out = record(y, [(x, d_x), (W, d_W)])
-    return out if b is None else add(out, b)
+    return out if b is None else add(out, _bias_for(b, xv.ndim))
+
+
+def _bias_for(b, x_ndim):
+    """A per-sample bias ``(B, m)`` with axes added to meet ``(B, ..., m)``; ``(m,)`` as it is."""
+    b_ndim = _value(b).ndim
+    if b_ndim == 2 and x_ndim > 2:
+        return reshape(b, (-1,) + (1,) * (x_ndim - 2) + (_value(b).shape[1],))
+    if b_ndim not in (1, 2):
+        raise ValueError(f"linear: b must be (m,) or (B, m), got shape {tuple(_value(b).shape)}")
+    return b
 
 
 def quadratic_form(x, A):
@@ -711,11 +725,9 @@ def take(x, key):
     xp = namespace(xv)
     n = _per_sample_size(xv.shape)
     index_map = xp.arange(n).reshape(xv.shape[1:])[_sample_key(key, xv.ndim)]
-    y = xv[key]
-    if y.shape != (xv.shape[0], *index_map.shape):
-        raise IndexError(
-            f"index: {key!r} does not keep the batch axis first (NumPy moves advanced indices to the front)"
-        )
+    # Gathered through the per-sample map, the batch axis always stays first (NumPy would move
+    # advanced indices separated by a slice in front of it).
+    y = flatten_samples(xv)[:, index_map]
     if not isinstance(x, Traced):
         return y
     return record(y, [(x, lambda: _selection(xp, index_map, n, len(xv), y.dtype))])

@@ -65,7 +65,10 @@ class Jacobian:
 
     def __matmul__(self, other):
         if not isinstance(other, Jacobian):
-            return NotImplemented
+            raise TypeError(
+                f"J @ K takes two bj.Jacobian objects, got {type(other).__name__} on the right; "
+                "apply a Jacobian to a batch of vectors with J.jvp(v) or J.vjp(u)"
+            )
         from .jacobian_algebra import matmul
 
         return matmul(self, other)
@@ -238,7 +241,7 @@ class Diagonal(Jacobian):
 
     def _slogdet(self):
         xp = self._xp()
-        sign = xp.prod(xp.sign(self.d), axis=1)
+        sign = xp.prod(xp.sign(self.d), axis=1) + 0.0  # + 0.0: a singular sample's -0.0 becomes 0.0
         with np.errstate(divide="ignore"):
             logabsdet = xp.sum(xp.log(xp.abs(self.d)), axis=1)
         return sign, logabsdet

@@ -135,11 +135,14 @@ class Traced:
     def reshape(self, *shape):
         return _fn().reshape(self, shape[0] if len(shape) == 1 else shape)
 
-    def sum(self, axis=None):
-        return _fn().sum(self, axis)
+    def sum(self, axis=None, keepdims=False):
+        return _fn().sum(self, axis, keepdims)
 
-    def mean(self, axis=None):
-        return _fn().mean(self, axis)
+    def mean(self, axis=None, keepdims=False):
+        return _fn().mean(self, axis, keepdims)
+
+    def __abs__(self):
+        return _fn().abs(self)
 
     # Comparisons give plain boolean arrays: they are not differentiable.
     def __gt__(self, other):
@@ -154,6 +157,14 @@ class Traced:
     def __le__(self, other):
         return self.value <= _value(other)
 
+    def __eq__(self, other):
+        return self.value == _value(other)
+
+    def __ne__(self, other):
+        return self.value != _value(other)
+
+    __hash__ = None  # compared element-wise, like an array
+
     # -- leaving batchjac is an error, never a silent zero derivative ----------------------
     def __array__(self, dtype=None, copy=None):
         raise TraceError(
@@ -166,12 +177,16 @@ class Traced:
         "divide": "divide", "power": "power", "matmul": "matmul", "negative": "negative",
     }  # fmt: skip
 
+    _COMPARISONS = {"equal", "not_equal", "greater", "greater_equal", "less", "less_equal"}
+
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         # ndarray (op) traced reaches here first; route the arithmetic operators to the
         # traced rules and refuse every other NumPy function.
         name = self._OPERATOR_UFUNCS.get(ufunc.__name__)
         if method == "__call__" and name is not None and not kwargs:
             return getattr(_fn(), name)(*inputs)
+        if method == "__call__" and ufunc.__name__ in self._COMPARISONS and not kwargs:
+            return ufunc(*(_value(a) for a in inputs))  # plain booleans: not differentiable
         raise TraceError(
             f"numpy.{ufunc.__name__} was called on a traced array; use bj.{ufunc.__name__} "
             "(batchjac's array functions trace, NumPy's do not)"
@@ -182,6 +197,22 @@ class Traced:
             f"numpy.{func.__name__} was called on a traced array; use batchjac's array "
             f"functions (bj.{func.__name__} where it exists) so that f can be traced"
         )
+
+    def __getattr__(self, name):
+        # Array methods batchjac does not trace (x.T, x.max(), x.astype(...)): refuse them as
+        # "does not trace", so that method="auto" falls back instead of failing.
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise TraceError(
+            f"traced arrays have no attribute {name!r}; use batchjac's array functions "
+            "(bj.transpose, bj.sum, ...) so that f can be traced"
+        )
+
+    def _untraceable(self, *args, **kwargs):
+        raise TraceError("this operator has no derivative rule in batchjac (%, //, divmod, bit operations)")
+
+    __mod__ = __rmod__ = __floordiv__ = __rfloordiv__ = __divmod__ = __rdivmod__ = _untraceable
+    __and__ = __rand__ = __or__ = __ror__ = __xor__ = __rxor__ = __invert__ = _untraceable
 
     def __bool__(self):
         raise TraceError("the truth value of a traced array is not defined; use bj.where for branches")

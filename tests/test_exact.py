@@ -702,3 +702,108 @@ def test_traced_chains_take_the_cheapest_order(sizes, order, backend, on_device,
     assert J.plan.order == order
     assert f"chain of {2 * len(sizes) - 3} factors" in J.plan.explain() and J.plan.flops > 0
     assert_close(J.to_dense(), dense_product(x))
+
+
+# --------------------------------------------------------------------------------------
+# Regressions from review: each of these once gave a silently wrong result or broke "auto"
+# --------------------------------------------------------------------------------------
+
+
+def test_equality_comparisons_are_element_wise_under_tracing(rng):
+    x = np.array([[0.0, 2.0, 0.0], [3.0, 0.0, 1.0]])
+    f = lambda x: bj.where(x == 0, 1.0, x) * 2  # noqa: E731
+    y, J = bj.value_and_jacobian(f, x, method="exact")
+    np.testing.assert_array_equal(y, f(x))
+    assert_close(J, np.einsum("bi,ij->bij", 2.0 * (x != 0), np.eye(3)))
+    g = lambda x: bj.where(x != 0, x * x, 0.0)  # noqa: E731
+    assert_close(bj.jacobian(g, x, method="exact"), np.einsum("bi,ij->bij", 2 * x * (x != 0), np.eye(3)))
+    assert (
+        np.zeros(3) == bj.jacobian(lambda x: bj.where(np.zeros(3) == x, x, 2 * x), x)[0].diagonal()
+    ).sum() == 0
+
+
+@pytest.mark.parametrize("S", [1, 2])
+def test_linear_with_leading_positions_and_a_per_sample_bias(S, rng):
+    x, W, b = rng.standard_normal((3, S, 4)), rng.standard_normal((5, 4)), rng.standard_normal((3, 5))
+    expected = x @ W.T + b[:, None, :]
+    np.testing.assert_allclose(bj.linear(x, W, b), expected, rtol=1e-14)
+    y, Jb = bj.value_and_jacobian(lambda b: bj.linear(x, W, b), b, method="exact")
+    np.testing.assert_allclose(y, expected, rtol=1e-14)
+    assert_close(Jb, complex_step_jacobian(lambda b: x @ W.T + b[:, None, :], b))
+
+
+def test_advanced_indices_separated_by_a_slice_keep_samples_apart(rng):
+    x = rng.standard_normal((2, 3, 4, 5))  # B = 2 equals the length of the index lists
+    key = (slice(None), [0, 1], slice(None), [1, 2])
+    expected = np.stack([sample[key[1:]] for sample in x])
+    y, J = bj.value_and_jacobian(lambda x: x[key], x, method="exact")
+    np.testing.assert_array_equal(y, expected)
+    np.testing.assert_array_equal(bj.take(x, key), expected)
+    assert_close(J, complex_step_jacobian(lambda x: np.stack([s[key[1:]] for s in x]), x))
+
+
+def test_a_returned_jacobian_never_shares_memory_with_the_callers_weights(rng):
+    x, W = rng.standard_normal((3, 4)), rng.standard_normal((3, 5, 4))
+    J = bj.jacobian(lambda x: bj.linear(x, W), x, method="exact")
+    assert not np.shares_memory(J, W)
+    J *= 0  # the caller may write into the result
+    assert np.abs(W).sum() > 0
+    shared = np.broadcast_to(W[0], (3, 5, 4))
+    J = bj.jacobian(lambda x: bj.linear(x, shared), x, method="exact")
+    assert J.flags.writeable and not np.shares_memory(J, shared)
+
+
+def _diag(d):
+    return np.einsum("bi,ij->bij", d, np.eye(d.shape[1]))
+
+
+# NumPy idioms that leave batchjac's array functions: f, and its Jacobian in closed form
+UNTRACEABLE = {
+    "copy": (lambda x: x.copy() * 2, lambda x: _diag(np.full_like(x, 2.0))),
+    "max": (lambda x: x.max(axis=1), lambda x: np.eye(x.shape[1])[np.argmax(x, axis=1)]),
+    "astype": (lambda x: x.astype(float) * 2, lambda x: _diag(np.full_like(x, 2.0))),
+    "mod": (lambda x: x % 2.0, lambda x: _diag(np.ones_like(x))),
+    "floordiv": (lambda x: x // 2.0 + x, lambda x: _diag(np.ones_like(x))),
+    "numpy": (lambda x: np.tanh(x), lambda x: _diag(1 - np.tanh(x) ** 2)),
+}
+
+
+@pytest.mark.filterwarnings("ignore::numpy.exceptions.ComplexWarning")  # astype drops the imaginary part
+@pytest.mark.filterwarnings("ignore:f is not complex-safe")  # the second fallback, to central
+@pytest.mark.parametrize("name", sorted(UNTRACEABLE))
+def test_numpy_idioms_fall_back_under_auto_and_refuse_under_exact(name, rng):
+    f, closed_form = UNTRACEABLE[name]
+    x = rng.uniform(0.5, 1.5, (3, 4))
+    with pytest.raises(bj.TraceError):
+        bj.jacobian(f, x, method="exact")
+    with pytest.warns(bj.NumericalFallbackWarning, match="does not trace"):
+        J = bj.jacobian(f, x, method="auto")
+    assert_close(J, closed_form(x), rtol=1e-6)
+
+
+def test_builtin_abs_and_sum_keepdims_trace(rng):
+    x = rng.uniform(0.5, 1.5, (2, 3)) * np.array([1, -1, 1])
+    assert_close(
+        bj.jacobian(lambda x: abs(x), x, method="exact"), np.einsum("bi,ij->bij", np.sign(x), np.eye(3))
+    )
+    J = bj.jacobian(lambda x: x * x.sum(axis=1, keepdims=True), x, method="exact")
+    assert_close(J, complex_step_jacobian(lambda x: x * x.sum(axis=1, keepdims=True), x))
+
+
+def test_structured_results_need_tracing_and_follow_the_layout(rng):
+    x = rng.standard_normal((2, 3))
+    with pytest.raises(bj.TraceError):
+        bj.jacobian(lambda x: np.tanh(x), x, method="auto", structured=True)
+    W = rng.standard_normal((4, 3))
+    J = bj.jacobian(lambda x: bj.linear(x, W), x, structured=True, layout="denominator")
+    assert J.shape == (2, 3, 4)
+    assert_close(J.to_dense(), np.broadcast_to(W.T, (2, 3, 4)))
+
+
+def test_numpy_integer_argnums_and_division_by_zero(rng):
+    x, y = rng.standard_normal((2, 3, 2))
+    J = bj.jacobian(lambda x, y: x * y, x, y, argnums=np.int64(1))
+    assert_close(J, np.einsum("bi,ij->bij", x, np.eye(2)))
+    with np.errstate(divide="ignore"):
+        D = bj.jacobian(lambda x: x / 0.0, x, method="exact", structured=True)
+    assert np.all(np.isinf(D.diagonal()))
