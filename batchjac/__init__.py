@@ -57,12 +57,13 @@ from .functions import (
     where,
 )
 from .interop import like, to_framework
-from .jacobians import Dense, Diagonal, Identity, Jacobian, Shared
+from .jacobians import Dense, Diagonal, Gather, Identity, Jacobian, Shared
 from .tracing import TraceError
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Gather",
     "RechunkWarning",
     "to_framework",
     "like",

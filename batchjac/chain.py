@@ -19,7 +19,9 @@ computing it, from *structures* (:class:`Structure`: kind, batch and sizes):
   (of a scaling) as 1 as well. A product with a plain identity is free (it returns the
   other factor). A product that involves a ``Diagonal`` or a scaled ``Identity`` is a row or
   column scaling: one multiplication per stored entry of the result (``Diagonal @ Dense``
-  costs ``B m n``, ``Diagonal @ Diagonal`` costs ``B n``). A product of two full matrices
+  costs ``B m n``, ``Diagonal @ Diagonal`` costs ``B n``); so is a product with a ``Gather``
+  (rows picked or columns scattered: one move per stored entry of the result, a scattered
+  product with a non-injective gather is undercounted). A product of two full matrices
   is a contraction, ``m k n`` multiply-adds per distinct sample: once for ``Shared @ Shared``
   (which stays ``Shared``), ``B`` times otherwise.
 - **bytes** counts what a batched product moves through memory: the stored arrays of both
@@ -42,7 +44,7 @@ from typing import NamedTuple, Sequence, Union
 import numpy as np
 
 from ._arrays import as_float_array
-from .jacobians import Dense, Diagonal, Identity, Jacobian, Shared
+from .jacobians import Dense, Diagonal, Gather, Identity, Jacobian, Shared
 
 ORDERS = ("optimal", "forward", "reverse")
 IDENTITY_SCALES = ("one", "number", "per_sample")
@@ -51,23 +53,25 @@ IDENTITY_SCALES = ("one", "number", "per_sample")
 # (nothing, one number, a diagonal, everything) and whether it varies along the batch.
 # A product takes the larger of each for its operands: that is the structure table of
 # batchjac.jacobian_algebra in two lines (Diagonal @ Shared is per sample and full: Dense).
-_UNIT, _SCALAR, _DIAGONAL, _FULL = range(4)
+_UNIT, _SCALAR, _DIAGONAL, _GATHER, _FULL = range(5)
 _LATTICE = {
     (Identity, "one"): (False, _UNIT),
     (Identity, "number"): (False, _SCALAR),
     (Identity, "per_sample"): (True, _SCALAR),
     (Diagonal, "one"): (True, _DIAGONAL),
+    (Gather, "one"): (False, _GATHER),
     (Shared, "one"): (False, _FULL),
     (Dense, "one"): (True, _FULL),
 }
 _FROM_LATTICE = {point: kind_scale for kind_scale, point in _LATTICE.items()}
+_FROM_LATTICE[True, _GATHER] = (Dense, "one")  # a gather times a per-sample diagonal or scale
 
 
 @dataclass(frozen=True)
 class Structure:
     """What the planner knows of a factor: kind, batch and sizes; no arrays.
 
-    ``kind`` is one of the classes ``Dense``, ``Diagonal``, ``Shared``, ``Identity``;
+    ``kind`` is one of the classes ``Dense``, ``Diagonal``, ``Shared``, ``Identity``, ``Gather``;
     the factor is ``(batch, out_size, in_size)``. ``scale`` says how an ``Identity`` is
     scaled: ``"one"`` (the plain identity, which costs nothing), ``"number"`` or
     ``"per_sample"`` (a ``(B,)`` array); other kinds keep the default ``"one"``.
@@ -116,7 +120,12 @@ class Structure:
         per_sample, sparsity = _LATTICE[self.kind, self.scale]
         if not per_sample and sparsity <= _SCALAR:
             return 0  # the scale is a Python number, not an array
-        per_matrix = {_SCALAR: 1, _DIAGONAL: self.in_size, _FULL: self.out_size * self.in_size}[sparsity]
+        per_matrix = {
+            _SCALAR: 1,
+            _DIAGONAL: self.in_size,
+            _GATHER: self.out_size,
+            _FULL: self.out_size * self.in_size,
+        }[sparsity]
         return per_matrix * (self.batch if per_sample else 1)
 
     def describe(self) -> str:

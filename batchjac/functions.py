@@ -20,7 +20,7 @@ import numpy as np
 
 from ._arrays import as_float_array, common_device, device_of, flatten_samples, namespace
 from .backends.dispatch import select_backend
-from .jacobians import Dense, Diagonal, Identity, Shared
+from .jacobians import Dense, Diagonal, Gather, Identity, Shared
 from .rules_elementwise import BINARY, UNARY
 from .tracing import Traced, record
 
@@ -89,8 +89,7 @@ def _broadcast_jacobian(xp, partial, operand, y):
     if shape == y.shape:
         return Diagonal(flatten_samples(partial))
     _check_same_rank(shape, y.shape)
-    E = _broadcast_matrix(xp, shape[1:], y.shape[1:], y.dtype)
-    return Diagonal(flatten_samples(partial)) @ Shared(E, y.shape[0])
+    return Diagonal(flatten_samples(partial)) @ _broadcast_gather(xp, shape, y, 1.0)
 
 
 # --------------------------------------------------------------------------------------
@@ -146,7 +145,15 @@ def _scaled_broadcast(xp, scale, operand, y):
     if shape == y.shape:
         return Identity(_per_sample_size(shape), shape[0], scale, dtype=y.dtype, device=device_of(y))
     _check_same_rank(shape, y.shape)
-    return Shared(scale * _broadcast_matrix(xp, shape[1:], y.shape[1:], y.dtype), y.shape[0])
+    return _broadcast_gather(xp, shape, y, scale)
+
+
+def _broadcast_gather(xp, shape, y, scale):
+    """``scale`` times the map that broadcasts an operand of ``shape`` to ``y``: a ``Gather``
+    whose row ``r`` picks the operand entry that lands on entry ``r`` of ``y``."""
+    n_small = _per_sample_size(shape)
+    source = xp.broadcast_to(xp.arange(n_small).reshape(shape[1:]), y.shape[1:]).ravel()
+    return Gather(source, n_small, y.shape[0], scale, dtype=y.dtype)
 
 
 def _check_same_rank(shape, y_shape):
@@ -642,12 +649,9 @@ def slogdet(X):
 # --------------------------------------------------------------------------------------
 
 
-def _selection(xp, index_map, n_in, batch, dtype):
-    """``Shared`` 0/1 matrix picking input positions ``index_map`` (flattened per sample)."""
-    picks = index_map.ravel()
-    S = xp.zeros((picks.size, n_in), dtype=dtype)
-    S[xp.arange(picks.size), picks] = 1
-    return Shared(S, batch)
+def _selection(index_map, n_in, batch, dtype, injective):
+    """``Gather`` of the input positions ``index_map`` (flattened per sample)."""
+    return Gather(index_map.ravel(), n_in, batch, injective=injective, dtype=dtype)
 
 
 def reshape(x, shape):
@@ -696,7 +700,7 @@ def transpose(x, axes=None):
         return y
     n = _per_sample_size(xv.shape)
     index_map = xp.transpose(xp.arange(n).reshape(xv.shape[1:]), [a - 1 for a in axes[1:]])
-    return record(y, [(x, lambda: _selection(xp, index_map, n, len(xv), y.dtype))])
+    return record(y, [(x, lambda: _selection(index_map, n, len(xv), y.dtype, injective=True))])
 
 
 def _sample_key(key, ndim):
@@ -730,4 +734,11 @@ def take(x, key):
     y = flatten_samples(xv)[:, index_map]
     if not isinstance(x, Traced):
         return y
-    return record(y, [(x, lambda: _selection(xp, index_map, n, len(xv), y.dtype))])
+    basic = all(
+        k is None or k is Ellipsis or isinstance(k, (slice, numbers.Integral)) for k in _as_tuple(key)
+    )
+    return record(y, [(x, lambda: _selection(index_map, n, len(xv), y.dtype, injective=basic))])
+
+
+def _as_tuple(key):
+    return key if isinstance(key, tuple) else (key,)

@@ -22,6 +22,12 @@ Identity      Dense (diag)  Diagonal      Shared [#]_     Identity
 
 .. [#] ``Dense`` when the identity's scale is per sample (a ``(B,)`` array).
 
+A :class:`~batchjac.jacobians.Gather` (rows that pick inputs) keeps its structure where it can:
+``Gather @ Gather`` is a ``Gather`` (indices composed), ``Gather @ Dense`` / ``@ Shared`` gather
+rows; ``Dense @ Gather`` / ``Shared @ Gather`` scatter columns when the gather is injective and
+use its matrix otherwise; with a ``Diagonal`` on either side the result is ``Dense`` (one entry
+per row). In a sum a ``Gather`` becomes its ``Shared`` matrix.
+
 "rows"/"cols": a row or column scaling by the diagonal, never a dense product; "1 GEMM":
 one flattened matrix product for the whole batch; "diag": the diagonal added to a copy;
 "scale": a multiplication by the identity's scale (nothing at all when it is 1).
@@ -31,7 +37,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .jacobians import Dense, Diagonal, Identity, Jacobian, Shared
+from ._arrays import namespace
+from .jacobians import Dense, Diagonal, Gather, Identity, Jacobian, Shared
 
 
 def _check_batches(what, J, K):
@@ -81,6 +88,47 @@ _PRODUCTS = {
     (Shared, Diagonal): lambda ops, J, K: Dense(ops.scale_cols(J.A, K.d)),
     (Shared, Shared): lambda ops, J, K: Shared(J.A @ K.A, J.batch),
 }
+
+
+def _scaled_copy(a, scale):
+    return a if scale == 1.0 else a * scale
+
+
+def _scatter_columns(J, G: Gather):
+    """``J @ G`` for an injective gather: the columns of ``J`` land on ``G.index``."""
+    matrix = J.a if isinstance(J, Dense) else J.A
+    xp = J._xp()
+    out = xp.zeros((*matrix.shape[:-1], G.in_size), dtype=np.result_type(matrix.dtype, G.dtype))
+    out[..., G.index] = _scaled_copy(matrix, G.scale)
+    return Dense(out) if isinstance(J, Dense) else Shared(out, J.batch)
+
+
+def _one_entry_per_row(d, G: Gather, rows_of_G: bool):
+    """``D @ G`` or ``G @ D`` with ``D = diag(d)``: ``(B, m, n)`` with one entry per row."""
+    xp = namespace(d, G.index)
+    out = xp.zeros((G.batch, G.out_size, G.in_size), dtype=np.result_type(d.dtype, G.dtype))
+    picked = d[:, G.index] if rows_of_G else d
+    out[:, xp.arange(G.out_size), G.index] = _scaled_copy(picked, G.scale)
+    return Dense(out)
+
+
+_GATHER_PRODUCTS = {
+    (Gather, Dense): lambda ops, J, K: Dense(_scaled_copy(K.a[:, J.index, :], J.scale)),
+    (Gather, Shared): lambda ops, J, K: Shared(_scaled_copy(K.A[J.index], J.scale), J.batch),
+    (Gather, Diagonal): lambda ops, J, K: _one_entry_per_row(K.d, J, rows_of_G=True),
+    (Diagonal, Gather): lambda ops, J, K: _one_entry_per_row(J.d, K, rows_of_G=False),
+    (Gather, Gather): lambda ops, J, K: Gather(
+        K.index[J.index], K.in_size, J.batch, J.scale * K.scale,
+        injective=J.injective and K.injective, dtype=np.result_type(J.dtype, K.dtype),
+    ),
+    (Dense, Gather): lambda ops, J, K: (
+        _scatter_columns(J, K) if K.injective else Dense(ops.matmul_shared(J.a, K.matrix()))
+    ),
+    (Shared, Gather): lambda ops, J, K: (
+        _scatter_columns(J, K) if K.injective else Shared(J.A @ K.matrix(), J.batch)
+    ),
+}  # fmt: skip
+_PRODUCTS.update(_GATHER_PRODUCTS)
 
 
 def matmul(J: Jacobian, K: Jacobian) -> Jacobian:
@@ -147,6 +195,7 @@ def add(J: Jacobian, K: Jacobian) -> Jacobian:
     _check_batches("add", J, K)
     if (J.out_size, J.in_size) != (K.out_size, K.in_size):
         raise ValueError(f"add: the operands' shapes differ: left {J.shape}, right {K.shape}")
+    J, K = (Shared(X.matrix(), X.batch) if isinstance(X, Gather) else X for X in (J, K))
     ops = _backend(J, K)
     if isinstance(K, Identity):
         return _sum_identity(ops, J, K)

@@ -12,7 +12,7 @@ import numbers
 
 import numpy as np
 
-from ._arrays import CPU, as_float_array, device_of, float_dtype, namespace
+from ._arrays import CPU, as_array, as_float_array, device_of, float_dtype, namespace
 from .backends.dispatch import select_backend
 
 
@@ -416,3 +416,75 @@ class Identity(Diagonal):
             return xp.ones_like(s), xp.zeros_like(s)
         with np.errstate(divide="ignore"):
             return xp.sign(s) ** self.in_size, self.in_size * xp.log(xp.abs(s))
+
+
+class Gather(Jacobian):
+    """Rows that pick input entries, the same for every sample: ``(J v)[r] = scale v[index[r]]``.
+
+    The Jacobian of moving entries around (transpose, indexing, broadcasting). Stores the
+    ``(m,)`` integer ``index`` into ``n`` inputs, never the ``(m, n)`` 0/1 matrix;
+    ``shape == (B, m, n)``. ``injective`` (no input picked twice) lets products on the right
+    and VJPs scatter instead of building that matrix.
+
+    >>> import numpy as np, batchjac as bj
+    >>> G = bj.Gather(np.array([2, 0]), in_size=3, batch=1)
+    >>> G.jvp(np.array([[10.0, 20.0, 30.0]])).tolist(), G.to_dense().tolist()
+    ([[30.0, 10.0]], [[[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]])
+    """
+
+    def __init__(self, index, in_size, batch, scale=1.0, *, injective=False, dtype=np.float64):
+        index = as_array(index, "index")
+        if index.ndim != 1 or index.dtype.kind not in "iu":
+            raise ValueError(
+                f"Gather: index must be a 1-D integer array, got shape {tuple(index.shape)} of {index.dtype}"
+            )
+        self.index = index
+        self.out_size = int(index.shape[0])
+        self.in_size = _batch_size(in_size, "in_size")
+        self.batch = _batch_size(batch)
+        self.scale = float(scale)
+        self.injective = bool(injective)
+        self._dtype = float_dtype(dtype, "dtype")
+
+    def _arrays(self):
+        return (self.index,)
+
+    @property
+    def dtype(self):
+        return self._dtype
+
+    def matrix(self):
+        """The shared ``(m, n)`` matrix, built on demand."""
+        xp = self._xp()
+        M = xp.zeros((self.out_size, self.in_size), dtype=self._dtype)
+        M[xp.arange(self.out_size), self.index] = self.scale
+        return M
+
+    def to_dense(self):
+        return Shared(self.matrix(), self.batch).to_dense()
+
+    @property
+    def T(self):
+        return Shared(self.matrix().T, self.batch)
+
+    def _scaled(self, number, per_sample):
+        if per_sample is None:
+            return Gather(self.index, self.in_size, self.batch, self.scale * number,
+                          injective=self.injective, dtype=self._dtype)  # fmt: skip
+        return Dense(per_sample[:, None, None] * self.matrix())
+
+    def _jvp(self, v, ops):
+        return v[:, self.index] * self.scale
+
+    def _vjp(self, u, ops):
+        if not self.injective:
+            return ops.vecmat(u, self.matrix())
+        out = self._xp().zeros((self.batch, self.in_size), dtype=np.result_type(u.dtype, self._dtype))
+        out[:, self.index] = u * self.scale
+        return out
+
+    def diagonal(self):
+        return Shared(self.matrix(), self.batch).diagonal()
+
+    def _slogdet(self):
+        return Shared(self.matrix(), self.batch)._slogdet()
