@@ -91,3 +91,12 @@ def per_device(factory):
         return cached(device_id(), *key)
 
     return get
+
+
+@cuda.jit(device=True, inline=True)
+def unflatten_3d(t, rows, cols):
+    """``(slice, row, col)`` of flat index ``t`` over an array ``(_, rows, cols)``, row-major:
+    the innermost axis varies fastest across a grid-stride loop, so accesses coalesce."""
+    col = t % cols
+    r = t // cols
+    return r // rows, r % rows, col

@@ -25,7 +25,7 @@ import numba
 import numpy as np
 from numba import cuda
 
-from .numba_launch import per_device
+from .numba_launch import per_device, unflatten_3d
 
 
 def complex_type(dtype):
@@ -93,13 +93,6 @@ def central_columns_kernel(dtype, f, n: int, m: int):
     return cuda.jit(central_columns)
 
 
-@cuda.jit(device=True, inline=True)
-def _unflatten(t, batch, n):
-    j = t % n
-    r = t // n
-    return r // batch, r % batch, j
-
-
 @per_device
 def perturb_complex_kernel(dtype):
     """``kernel[grid](x, columns, steps, stacked)``: stacked ``(k, B, n)`` complex, with
@@ -110,7 +103,7 @@ def perturb_complex_kernel(dtype):
         k, batch, n = stacked.shape
         unit = C(1j)
         for t in range(cuda.grid(1), k * batch * n, cuda.gridsize(1)):
-            c, b, j = _unflatten(t, batch, n)
+            c, b, j = unflatten_3d(t, batch, n)
             stacked[c, b, j] = x[b, j] + unit * steps[b, c] if j == columns[c] else x[b, j]
 
     return cuda.jit(perturb_complex)
@@ -124,7 +117,7 @@ def perturb_central_kernel():
     def perturb_central(x, columns, steps, stacked):
         _, k, batch, n = stacked.shape
         for t in range(cuda.grid(1), 2 * k * batch * n, cuda.gridsize(1)):
-            r, b, j = _unflatten(t, batch, n)
+            r, b, j = unflatten_3d(t, batch, n)
             side = r // k
             c = r % k
             h = steps[b, c] if j == columns[c] else 0
@@ -141,7 +134,7 @@ def perturb_forward_kernel():
     def perturb_forward(x, columns, steps, stacked):
         slices, batch, n = stacked.shape
         for t in range(cuda.grid(1), slices * batch * n, cuda.gridsize(1)):
-            s, b, j = _unflatten(t, batch, n)
+            s, b, j = unflatten_3d(t, batch, n)
             perturbed = s > 0 and j == columns[s - 1]
             stacked[s, b, j] = x[b, j] + steps[b, s - 1] if perturbed else x[b, j]
 

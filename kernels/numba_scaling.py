@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from numba import cuda
 
-from .numba_launch import per_device
+from .numba_launch import per_device, unflatten_3d
 
 
 @cuda.jit(device=True, inline=True)
@@ -30,13 +30,6 @@ def matrix_entry(shared: bool):
     return _shared_entry if shared else _batched_entry
 
 
-@cuda.jit(device=True, inline=True)
-def _unflatten(t, m, n):
-    j = t % n
-    r = t // n
-    return r // m, r % m, j
-
-
 @per_device
 def scale_rows_kernel(shared: bool):
     """``out[b, i, j] = d[b, i] * a[(b,) i, j]``: ``kernel[grid](d, a, out)``."""
@@ -45,7 +38,7 @@ def scale_rows_kernel(shared: bool):
     def scale_rows(d, a, out):
         batch, m, n = out.shape
         for t in range(cuda.grid(1), batch * m * n, cuda.gridsize(1)):
-            b, i, j = _unflatten(t, m, n)
+            b, i, j = unflatten_3d(t, m, n)
             out[b, i, j] = d[b, i] * entry(a, b, i, j)
 
     return cuda.jit(scale_rows)
@@ -59,7 +52,7 @@ def scale_cols_kernel(shared: bool):
     def scale_cols(a, d, out):
         batch, m, n = out.shape
         for t in range(cuda.grid(1), batch * m * n, cuda.gridsize(1)):
-            b, i, j = _unflatten(t, m, n)
+            b, i, j = unflatten_3d(t, m, n)
             out[b, i, j] = entry(a, b, i, j) * d[b, j]
 
     return cuda.jit(scale_cols)
@@ -72,7 +65,7 @@ def diag_to_dense_kernel():
     def diag_to_dense(d, out):
         batch, n, _ = out.shape
         for t in range(cuda.grid(1), batch * n * n, cuda.gridsize(1)):
-            b, i, j = _unflatten(t, n, n)
+            b, i, j = unflatten_3d(t, n, n)
             out[b, i, j] = d[b, i] if i == j else 0
 
     return cuda.jit(diag_to_dense)
@@ -86,7 +79,7 @@ def add_diagonal_kernel(shared: bool):
     def add_diagonal(a, d, out):
         batch, n, _ = out.shape
         for t in range(cuda.grid(1), batch * n * n, cuda.gridsize(1)):
-            b, i, j = _unflatten(t, n, n)
+            b, i, j = unflatten_3d(t, n, n)
             value = entry(a, b, i, j)
             out[b, i, j] = value + d[b, i] if i == j else value
 
