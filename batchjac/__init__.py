@@ -6,15 +6,23 @@ Jacobians (``Dense``, ``Diagonal``, ``Shared``, ``Identity``) keep them compact,
 dispatch layer runs the work on NumPy (CPU), CuPy or numba-CUDA (NVIDIA GPUs).
 """
 
-from . import interop
-from ._arrays import DeviceMismatchError, to_device
-from .api import NumericalFallbackWarning, elementwise, jacobian, register_elementwise, value_and_jacobian
-from .backends.dispatch import BackendUnavailableError, available_backends, use_backend
-from .chain import chain, chain_jvp, chain_plan, chain_vjp
-from .checking import check_jacobian
-from .dask_support import RechunkWarning
-from .device_jacobian import device_jacobian
-from .functions import (
+from batchjac.api import (
+    elementwise,
+    jacobian,
+    register_elementwise,
+    value_and_jacobian,
+)
+from batchjac.backends.dispatch import available_backends, use_backend
+from batchjac.checking import check_jacobian
+from batchjac.core.arrays import to_device
+from batchjac.core.errors import (
+    BackendUnavailableError,
+    DeviceMismatchError,
+    NotComplexSafeError,
+    NumericalFallbackWarning,
+    TraceError,
+)
+from batchjac.exact.functions import (
     abs,
     add,
     cos,
@@ -56,9 +64,12 @@ from .functions import (
     transpose,
     where,
 )
-from .interop import like, to_framework
-from .jacobians import Dense, Diagonal, Gather, Identity, Jacobian, Shared
-from .tracing import TraceError
+from batchjac.integrations import interop
+from batchjac.integrations.dask import RechunkWarning
+from batchjac.integrations.interop import like, to_framework
+from batchjac.numerical.device_jacobian import device_jacobian
+from batchjac.structured.chain import chain, chain_jvp, chain_plan, chain_vjp
+from batchjac.structured.types import Dense, Diagonal, Gather, Identity, Jacobian, Shared
 
 __version__ = "0.1.0"
 
@@ -76,6 +87,7 @@ __all__ = [
     "Identity",
     "Jacobian",
     "NumericalFallbackWarning",
+    "NotComplexSafeError",
     "Shared",
     "TraceError",
     "abs",

@@ -43,7 +43,8 @@ def info() -> int:
 
 
 def _gpu_lines():
-    from batchjac.backends.dispatch import backend_problem, cupy_module
+    from batchjac.backends.dispatch import backend_problem
+    from batchjac.core.arrays import cupy_module
 
     if backend_problem("cupy") is None:
         cupy = cupy_module()

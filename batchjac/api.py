@@ -9,20 +9,18 @@ import warnings
 
 import numpy as np
 
-from . import dask_support, interop
-from ._arrays import as_float_array, common_batch, device_of, flatten_samples, float_dtype
-from .backends.dispatch import select_backend, use_backend
-from .jacobians import Diagonal
-from .rules_elementwise import BINARY, UNARY, ElementwiseRule, rule
-from .tracing import Traced, TraceError, assemble, trace
+from batchjac.backends.dispatch import select_backend, use_backend
+from batchjac.core.arrays import as_float_array, common_batch, device_of, flatten_samples, float_dtype
+from batchjac.core.elementwise_rules import BINARY, UNARY, ElementwiseRule, rule
+from batchjac.core.errors import NumericalFallbackWarning, TraceError
+from batchjac.exact.tracing import Traced, assemble, trace
+from batchjac.integrations import dask as dask_support
+from batchjac.integrations import interop
+from batchjac.structured.types import Diagonal
 
 METHODS = ("auto", "exact", "complex-step", "central", "forward")
 NUMERICAL_METHODS = ("complex-step", "central", "forward")
 LAYOUTS = ("numerator", "denominator")
-
-
-class NumericalFallbackWarning(UserWarning):
-    """``method="auto"`` could not trace ``f`` and used a numerical method instead."""
 
 
 def jacobian(
@@ -137,7 +135,7 @@ def _value_and_jacobian(f, x, *args, argnums, method, layout, backend, chunk_siz
             method = "complex-step"
         else:
             return value, _finish(value, jacobians, call_args, argnums, layout, structured, single)
-    from .numerical import NotComplexSafeError, numerical_value_and_jacobian
+    from batchjac.numerical.differences import NotComplexSafeError, numerical_value_and_jacobian
 
     def numerical(method):
         return numerical_value_and_jacobian(
@@ -209,7 +207,7 @@ def _exact(f, args, argnums, backend):
 
 def _chain_product(factors):
     """The product of a chain of local Jacobians in the planner's cheapest order."""
-    from .chain import chain, chain_plan
+    from batchjac.structured.chain import chain, chain_plan
 
     return chain(*factors, order="optimal"), chain_plan(*factors)
 
@@ -305,14 +303,14 @@ def register_elementwise(name, f, df):
             yield value_ufunc(x)
             yield derivative_ufunc(x)
         else:  # a GPU array: one fused numba-CUDA kernel
-            from .backends.numba_ops import user_elementwise
+            from batchjac.backends.numba_ops import user_elementwise
 
             yield from user_elementwise(f, df, x)
 
     UNARY[name] = ElementwiseRule(
         name, 1, generate, {}, f"user function {name}", user=True, functions=(f, df)
     )
-    from .functions import _unary_function
+    from batchjac.exact.functions import _unary_function
 
     return _unary_function(name)
 

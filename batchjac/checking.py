@@ -2,7 +2,7 @@
 
 An entry passes when ``|J - N| <= atol + rtol |N|``, ``N`` the numerical Jacobian. The
 default ``rtol`` is set well above the error each method shows on smooth functions (see
-:mod:`batchjac.numerical`), and the default ``atol`` is ``rtol * max(1, max |N|)``, so that
+:mod:`batchjac.numerical.differences`), and the default ``atol`` is ``rtol * max(1, max |N|)``, so that
 entries that cancel to nearly zero are judged on the scale of the whole Jacobian (other
 dtypes use the float32 column):
 
@@ -22,10 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import dask_support
-from ._arrays import as_array, as_float_array, namespace
-from .jacobians import Jacobian
-from .numerical import METHODS, NotComplexSafeError, numerical_value_and_jacobian
+from batchjac.core.arrays import as_array, as_float_array, namespace
+from batchjac.integrations import dask as dask_support
+from batchjac.numerical.differences import METHODS, NotComplexSafeError, numerical_value_and_jacobian
+from batchjac.structured.types import Jacobian
 
 DEFAULT_RTOL = {
     ("complex-step", np.dtype(np.float64)): 1e-10,
@@ -110,7 +110,7 @@ def check_jacobian(f, x, J=None, method="complex-step", rtol=None, atol=None) ->
     try:
         _, (numerical,) = numerical_value_and_jacobian(f, (x,), (0,), method)
     except NotComplexSafeError as err:
-        from .api import NumericalFallbackWarning
+        from batchjac.core.errors import NumericalFallbackWarning
 
         warnings.warn(
             f"check_jacobian: {err}; comparing with central differences instead",
@@ -146,7 +146,7 @@ def check_jacobian(f, x, J=None, method="complex-step", rtol=None, atol=None) ->
 def _given(f, x, J, shape):
     """``J`` as an array of the numerical Jacobian's shape ``(B, *out_shape, *in_shape)``."""
     if J is None:
-        from .api import jacobian
+        from batchjac.api import jacobian
 
         J = jacobian(f, x, method="exact")
     if isinstance(J, Jacobian):

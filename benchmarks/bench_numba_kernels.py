@@ -174,7 +174,7 @@ def kernel_signatures():
     from numba import types
     from numba.cuda import jit
 
-    from batchjac.rules_elementwise import BINARY, UNARY
+    from batchjac.core.elementwise_rules import BINARY, UNARY
 
     def uncached(factory):
         return factory.__wrapped__  # the cache keys on the device id, which needs a driver

@@ -32,8 +32,8 @@ import numpy as np
 from harness import CpuDevice, current_device
 from harness import copy_bandwidth as measure_copy_bandwidth
 
-from batchjac._arrays import namespace
-from batchjac.numerical import METHODS, numerical_value_and_jacobian
+from batchjac.core.arrays import namespace
+from batchjac.numerical.differences import METHODS, numerical_value_and_jacobian
 
 N = 32
 COPY_BYTES = 256 << 20

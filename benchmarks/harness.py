@@ -163,7 +163,7 @@ def current_device(want_gpu=None):
             "--device gpu: batchjac's CuPy backend is not available here (python -m batchjac info)"
         )
     if usable and want_gpu is not False:
-        from batchjac.backends.dispatch import cupy_module
+        from batchjac.core.arrays import cupy_module
 
         return GpuDevice(cupy_module())
     return CpuDevice()

@@ -25,9 +25,8 @@ import re
 
 import numba
 import numpy as np
+from batchjac.kernels.numba_launch import per_device, simulated
 from numba import cuda
-
-from .numba_launch import per_device, simulated
 
 _FLOAT_LITERAL = re.compile(r"(?<![\w.])(\d+\.\d*(?:[eE][-+]?\d+)?)")
 

@@ -23,9 +23,8 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from batchjac.kernels.numba_launch import per_device, unflatten_3d
 from numba import cuda
-
-from .numba_launch import per_device, unflatten_3d
 
 
 def complex_type(dtype):

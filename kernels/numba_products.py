@@ -14,10 +14,9 @@
 from __future__ import annotations
 
 import numba
+from batchjac.kernels.numba_launch import gemm_tile, per_device
+from batchjac.kernels.numba_scaling import matrix_entry
 from numba import cuda
-
-from .numba_launch import gemm_tile, per_device
-from .numba_scaling import matrix_entry
 
 
 @per_device

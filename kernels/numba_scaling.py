@@ -10,9 +10,8 @@ layouts (strided views are read in place), so the cache is keyed per device and 
 
 from __future__ import annotations
 
+from batchjac.kernels.numba_launch import per_device, unflatten_3d
 from numba import cuda
-
-from .numba_launch import per_device, unflatten_3d
 
 
 @cuda.jit(device=True, inline=True)

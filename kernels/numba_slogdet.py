@@ -18,9 +18,8 @@ from __future__ import annotations
 import math
 
 import numba
+from batchjac.kernels.numba_launch import per_device
 from numba import cuda
-
-from .numba_launch import per_device
 
 MAX_N = 32
 _ROW = MAX_N + 1  # a padded row: shared-array shapes must be constants, not expressions

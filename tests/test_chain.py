@@ -13,7 +13,7 @@ from conftest import assert_close, to_numpy
 
 import batchjac as bj
 from batchjac.backends.dispatch import get_backend
-from batchjac.chain import Structure, plan_chain_descriptors
+from batchjac.structured.chain import Structure, plan_chain_descriptors
 
 ORDERS = ("optimal", "forward", "reverse")
 KINDS = ("dense", "diagonal", "shared", "identity", "scaled_identity", "per_sample_identity")

@@ -15,7 +15,7 @@ from conftest import to_numpy
 
 import batchjac as bj
 from batchjac import checking
-from batchjac._arrays import namespace
+from batchjac.core.arrays import namespace
 
 W = np.random.default_rng(7).standard_normal((4, 6))
 

@@ -18,7 +18,7 @@ import pytest
 
 from batchjac import kernels
 from batchjac.backends import cupy_kernels
-from batchjac.rules_elementwise import BINARY, SCALAR_FUNCTIONS, UNARY, ElementwiseRule
+from batchjac.core.elementwise_rules import BINARY, SCALAR_FUNCTIONS, UNARY, ElementwiseRule
 
 RULES = sorted(name for name, r in {**UNARY, **BINARY}.items() if r.scalar is not None)
 KERNELS_DIR = Path(kernels.__file__).parent

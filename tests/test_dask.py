@@ -23,7 +23,7 @@ distributed = pytest.importorskip("distributed")
 import dask  # noqa: E402
 
 import batchjac as bj  # noqa: E402
-from batchjac import dask_support  # noqa: E402
+from batchjac.integrations import dask as dask_support  # noqa: E402
 
 B, CHUNK = 40, 16  # batch chunks (16, 16, 8)
 W = np.random.default_rng(3).standard_normal((4, 5))

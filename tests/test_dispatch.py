@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 import batchjac as bj
-from batchjac import _arrays
 from batchjac.backends import dispatch, interface
 from batchjac.backends.dispatch import BackendUnavailableError, DeviceMismatchError
+from batchjac.core import arrays as _arrays
 
 NO_CUPY = pytest.mark.skipif(importlib.util.find_spec("cupy") is not None, reason="CuPy is installed here")
 

@@ -559,7 +559,7 @@ def test_elementwise_errors(rng):
 @pytest.fixture
 def registered():
     """Names registered by a test, removed afterwards so the rule tables stay as shipped."""
-    from batchjac.rules_elementwise import UNARY
+    from batchjac.core.elementwise_rules import UNARY
 
     names = []
     yield names

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from batchjac.backends import xp_ops
-from batchjac.rules_elementwise import BINARY, UNARY
+from batchjac.core.elementwise_rules import BINARY, UNARY
 
 pytestmark = pytest.mark.gpu
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import batchjac as bj
-from batchjac import interop
-from batchjac._arrays import as_array
 from batchjac.backends.dispatch import backend_problem
+from batchjac.core.arrays import as_array
+from batchjac.integrations import interop
 
 torch = pytest.importorskip("torch")
 jax = pytest.importorskip("jax")

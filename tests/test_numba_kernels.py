@@ -33,8 +33,8 @@ if backend_problem("numba") is None:
 
     import batchjac as bj
     from batchjac.backends import numba_ops
-    from batchjac.device_jacobian import device_jacobian
-    from batchjac.rules_elementwise import BINARY, UNARY
+    from batchjac.core.elementwise_rules import BINARY, UNARY
+    from batchjac.numerical.device_jacobian import device_jacobian
 
     BUILTIN_UNARY = sorted(name for name, r in UNARY.items() if not r.user)
     BUILTIN_BINARY = sorted(BINARY)

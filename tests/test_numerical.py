@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from conftest import assert_close, to_numpy
 
-from batchjac import numerical
-from batchjac._arrays import namespace
 from batchjac.backends.dispatch import TABLE
-from batchjac.numerical import NotComplexSafeError, numerical_value_and_jacobian
+from batchjac.core.arrays import namespace
+from batchjac.numerical import differences as numerical
+from batchjac.numerical.differences import NotComplexSafeError, numerical_value_and_jacobian
 
 METHODS = ("complex-step", "central", "forward")
 DTYPES = (np.float64, np.float32)

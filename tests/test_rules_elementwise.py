@@ -1,6 +1,6 @@
 """Every element-wise rule: value against a closed form, derivative against a numerical one.
 
-The reference formulas are written here, independently of ``batchjac.rules_elementwise``.
+The reference formulas are written here, independently of ``batchjac.core.elementwise_rules``.
 Derivatives are checked by complex step (``Im f(x + ih) / h``, exact to rounding) where
 the reference formula is complex-analytic, and by central differences in float64 where it
 is not (the piecewise rules, ``gelu`` through ``math.erf``). Rules run through each
@@ -18,7 +18,7 @@ import pytest
 from conftest import assert_close, to_numpy
 
 from batchjac.backends.dispatch import get_backend
-from batchjac.rules_elementwise import BINARY, UNARY, rule
+from batchjac.core.elementwise_rules import BINARY, UNARY, rule
 
 DTYPES = (np.float32, np.float64)
 SHAPE = (5, 7)
@@ -246,7 +246,7 @@ def test_sigmoid_derivative_keeps_relative_accuracy_for_large_positive_x(ops, on
 
 # The scalar forms (the source of the GPU kernels) against the array rules.
 def _numpy_scalar_namespace():
-    from batchjac.rules_elementwise import SCALAR_FUNCTIONS, _numpy_erf
+    from batchjac.core.elementwise_rules import SCALAR_FUNCTIONS, _numpy_erf
 
     namespace = {
         "exp": np.exp, "log": np.log, "log1p": np.log1p, "expm1": np.expm1, "sin": np.sin, "cos": np.cos,

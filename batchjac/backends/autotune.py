@@ -129,7 +129,7 @@ def measure(prim: str, backends) -> dict[str, float]:
     """Median milliseconds of ``prim``'s representative call on each of ``backends``."""
     import cupy
 
-    from .dispatch import _implementation
+    from batchjac.backends.dispatch import _implementation
 
     args = workload(prim, cupy)
     return {name: time_call(_implementation(prim, name), args) for name in backends}

@@ -3,7 +3,7 @@
 GPU code only, no API logic (that is :mod:`batchjac.backends.cupy_ops`):
 
 - the fused value-and-derivative kernels of the element-wise rules are *generated* from
-  each rule's scalar form (``rule.scalar`` in :mod:`batchjac.rules_elementwise`, the one
+  each rule's scalar form (``rule.scalar`` in :mod:`batchjac.core.elementwise_rules`, the one
   home of every derivative rule): :func:`elementwise_function` writes a templated CUDA C++
   device function, and :func:`elementwise_kernel` wraps it in a ``cupy.ElementwiseKernel``
   (CuPy compiles it on first use for each device and dtype, and caches it);
@@ -22,8 +22,8 @@ import re
 
 import numpy as np
 
-from .. import kernels
-from ..rules_elementwise import SCALAR_FUNCTIONS, ElementwiseRule, rule
+from batchjac import kernels
+from batchjac.core.elementwise_rules import SCALAR_FUNCTIONS, ElementwiseRule, rule
 
 # dtype -> the C++ type the kernels are instantiated for. Other floating dtypes (float16)
 # take the namespace reference of batchjac.backends.xp_ops.

@@ -29,8 +29,8 @@ import numbers
 
 import numpy as np
 
-from ..rules_elementwise import rule
-from . import cupy_kernels, xp_ops
+from batchjac.backends import cupy_kernels, xp_ops
+from batchjac.core.elementwise_rules import rule
 
 _BLOCK = 256  # threads per block, a multiple of the warp size
 _BLOCKS_PER_MULTIPROCESSOR = 32  # grid-stride loops: enough blocks to fill the device

@@ -20,15 +20,11 @@ import contextvars
 import importlib
 import importlib.util
 import os
-import sys
 from dataclasses import dataclass
 
-from .._arrays import CPU, GPU, DeviceMismatchError, common_device
-from .interface import PRIMITIVES
-
-
-class BackendUnavailableError(RuntimeError):
-    """The backend asked for cannot run here; the message says what is missing."""
+from batchjac.backends.interface import PRIMITIVES
+from batchjac.core.arrays import _INSTALL_GPU, CPU, GPU, common_device, cupy_problem
+from batchjac.core.errors import BackendUnavailableError, DeviceMismatchError
 
 
 @dataclass(frozen=True)
@@ -79,38 +75,8 @@ assert set(TABLE) == set(PRIMITIVES), "the dispatch table must cover the backend
 # Availability
 # --------------------------------------------------------------------------------------
 
-_INSTALL_GPU = "pip install 'batchjac[cuda12]' (or 'batchjac[cuda13]' for CUDA 13)"
-
-
-def cupy_module():
-    """The cupy module if it imports, else None (no device needed)."""
-    if "cupy" in sys.modules:
-        return sys.modules["cupy"]
-    if importlib.util.find_spec("cupy") is None:
-        return None
-    try:
-        import cupy
-    except Exception:
-        return None
-    return cupy
-
 
 def _probe_numpy():
-    return None
-
-
-def _probe_cupy():
-    if importlib.util.find_spec("cupy") is None:
-        return f"CuPy is not installed ({_INSTALL_GPU})"
-    cupy = cupy_module()
-    if cupy is None:
-        return "CuPy is installed but fails to import (is the CUDA toolkit it was built for present?)"
-    try:
-        count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as err:
-        return f"CuPy is installed but no CUDA device is usable: {err}"
-    if count == 0:
-        return "CuPy is installed but no CUDA device is present"
     return None
 
 
@@ -132,7 +98,7 @@ def _probe_numba():
     )
 
 
-_PROBES = {"numpy": _probe_numpy, "cupy": _probe_cupy, "numba": _probe_numba}
+_PROBES = {"numpy": _probe_numpy, "cupy": cupy_problem, "numba": _probe_numba}
 _problems: dict[str, str | None] = {}  # probe results, cached for the process
 
 
@@ -230,7 +196,7 @@ def gpu_preference() -> dict[str, tuple[str, ...]]:
     """The GPU backends per primitive, fastest first: measured on this GPU where more than
     one available backend implements the primitive (:mod:`batchjac.backends.autotune`,
     cached on disk), :data:`GPU_PREFERENCE` elsewhere."""
-    from .autotune import measured_preference
+    from batchjac.backends.autotune import measured_preference
 
     candidates = {
         prim: tuple(name for name in order if backend_problem(name) is None and TABLE[prim][name] is not None)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Protocol, Sequence
 Array = Any  # numpy.ndarray or cupy.ndarray
 
 
-class Backend(Protocol):
+class BackendPrimitives(Protocol):
     name: str  # "numpy" | "cupy" | "numba"
     device: str  # "cpu" | "gpu"
 
@@ -76,5 +76,5 @@ class Backend(Protocol):
 
 
 PRIMITIVES: tuple[str, ...] = tuple(
-    name for name in Backend.__dict__ if not name.startswith("_") and callable(Backend.__dict__[name])
+    name for name in BackendPrimitives.__dict__ if not name.startswith("_") and callable(BackendPrimitives.__dict__[name])
 )

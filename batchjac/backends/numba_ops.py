@@ -18,11 +18,12 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from ..kernels import numba_elementwise, numba_numerical, numba_products, numba_scaling, numba_slogdet
-from ..kernels.numba_launch import blocks_per_sample, gemm_tile, grid_1d, grid_tiles, simulated
-from ..rules_elementwise import rule
-from . import xp_ops
-from .dispatch import backend_problem, cupy_module
+from batchjac.backends import xp_ops
+from batchjac.backends.dispatch import backend_problem
+from batchjac.core.arrays import cupy_module
+from batchjac.core.elementwise_rules import rule
+from batchjac.kernels import numba_elementwise, numba_numerical, numba_products, numba_scaling, numba_slogdet
+from batchjac.kernels.numba_launch import blocks_per_sample, gemm_tile, grid_1d, grid_tiles, simulated
 
 
 def cupy_or_none():

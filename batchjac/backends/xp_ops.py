@@ -8,8 +8,8 @@ of its own in :mod:`batchjac.backends.cupy_ops`). Shapes follow
 
 from __future__ import annotations
 
-from .._arrays import namespace
-from ..rules_elementwise import rule
+from batchjac.core.arrays import namespace
+from batchjac.core.elementwise_rules import rule
 
 
 def elementwise(name, *args, **params):

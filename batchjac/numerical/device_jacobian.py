@@ -10,7 +10,7 @@ import operator
 
 import numpy as np
 
-from .backends.dispatch import check_available
+from batchjac.backends.dispatch import check_available
 
 METHODS = ("complex-step", "central")
 
@@ -45,7 +45,7 @@ def device_jacobian(f, x, out_size, method="complex-step", step=None):
 
     >>> import math, numpy as np
     >>> from numba import cuda
-    >>> from batchjac.device_jacobian import device_jacobian
+    >>> from batchjac.numerical.device_jacobian import device_jacobian
     >>> @cuda.jit(device=True)
     ... def f(x, out):                  # R^2 -> R^2: [x0 x1, sin(x0)]
     ...     out[0] = x[0] * x[1]
@@ -62,9 +62,9 @@ def device_jacobian(f, x, out_size, method="complex-step", step=None):
         raise ValueError(f"method: expected 'complex-step' or 'central', got {method!r}")
     check_available("numba")
     # numba-CUDA loads here, on first use, not when batchjac is imported.
-    from .backends.numba_ops import device_view, empty
-    from .kernels.numba_launch import grid_1d
-    from .kernels.numba_numerical import central_columns_kernel, complex_step_columns_kernel
+    from batchjac.backends.numba_ops import device_view, empty
+    from batchjac.kernels.numba_launch import grid_1d
+    from batchjac.kernels.numba_numerical import central_columns_kernel, complex_step_columns_kernel
 
     out_size = operator.index(out_size)
     if out_size < 0:

@@ -3,7 +3,7 @@
 Every type describes ``B`` Jacobians of the same shape ``(m, n)`` (numerator layout: row
 ``i`` is the gradient of output ``i``), stores only what it needs, and exposes
 ``shape == (B, m, n)``. Products and sums between types are in
-:mod:`batchjac.jacobian_algebra`, whose table says which structure each pair gives.
+:mod:`batchjac.structured.algebra`, whose table says which structure each pair gives.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import numbers
 
 import numpy as np
 
-from ._arrays import CPU, as_array, as_float_array, device_of, float_dtype, namespace
-from .backends.dispatch import select_backend
+from batchjac.backends.dispatch import select_backend
+from batchjac.core.arrays import CPU, as_array, as_float_array, device_of, float_dtype, namespace
 
 
 def _batch_size(batch, name="batch") -> int:
@@ -69,14 +69,14 @@ class Jacobian:
                 f"J @ K takes two bj.Jacobian objects, got {type(other).__name__} on the right; "
                 "apply a Jacobian to a batch of vectors with J.jvp(v) or J.vjp(u)"
             )
-        from .jacobian_algebra import matmul
+        from batchjac.structured.algebra import matmul
 
         return matmul(self, other)
 
     def __add__(self, other):
         if not isinstance(other, Jacobian):
             return NotImplemented
-        from .jacobian_algebra import add
+        from batchjac.structured.algebra import add
 
         return add(self, other)
 
@@ -379,7 +379,7 @@ class Identity(Diagonal):
         return xp.broadcast_to(col, (self.batch, self.in_size))
 
     def _xp_for_device(self):
-        from ._arrays import GPU, _cupy
+        from batchjac.core.arrays import GPU, _cupy
 
         return _cupy() if self._device == GPU else np
 

@@ -12,7 +12,7 @@ chunks of the first differentiated Dask argument. Each block of samples then goe
 the in-memory ``bj.value_and_jacobian`` with the same keywords (``chunk_size`` bounds each
 block's numerical passes; progress bars are off in the workers), so a block's Jacobians are
 the ones the in-memory call gives for those samples: bit for bit whenever ``f`` computes each
-sample the same way whatever the batch size (see :mod:`batchjac.numerical`). The results are
+sample the same way whatever the batch size (see :mod:`batchjac.numerical.differences`). The results are
 Dask arrays chunked like the batch, ``(B, *out_shape, *in_shape)`` per differentiated
 argument, and nothing is computed until the caller asks: ``f``'s output shape and dtype come
 from one call of the in-memory function on zero-sample batches, which also raises argument
@@ -43,7 +43,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ._arrays import float_dtype, namespace
+from batchjac.core.arrays import float_dtype, namespace
 
 RECHUNK_WARNING_BYTES = 64 << 20  # a rechunk of an argument larger than this is warned about
 
@@ -237,7 +237,7 @@ def _probe(f, args, argnums, options) -> tuple:
     Runs ``f`` on zero-sample batches of the Dask arguments (no data is computed); argument
     errors and ``method="auto"``'s fallback warning come from here, at the caller.
     """
-    from .api import value_and_jacobian as in_memory
+    from batchjac.api import value_and_jacobian as in_memory
 
     empty = [_empty_batch(a) if is_dask_collection(a) else a for a in args]
     value, jacobians = in_memory(f, *empty, argnums=argnums, **options)
@@ -287,8 +287,8 @@ def _block_value_and_jacobian(*blocks, f, argnums, options) -> tuple:
     ``method="auto"``'s warnings were given at the caller by :func:`_probe`; inside a worker
     they would only reach its log.
     """
-    from .api import NumericalFallbackWarning
-    from .api import value_and_jacobian as in_memory
+    from batchjac.api import value_and_jacobian as in_memory
+    from batchjac.core.errors import NumericalFallbackWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NumericalFallbackWarning)
@@ -316,9 +316,9 @@ def check_jacobian(f, x, J=None, method="complex-step", rtol=None, atol=None):
     >>> bj.check_jacobian(lambda x: bj.exp(x), x, method="central").max_abs_error < 1e-6
     True
     """
-    from .checking import JacobianCheck
-    from .jacobians import Jacobian
-    from .numerical import METHODS
+    from batchjac.checking import JacobianCheck
+    from batchjac.numerical.differences import METHODS
+    from batchjac.structured.types import Jacobian
 
     if method not in METHODS:
         raise ValueError(f"method: expected one of {', '.join(map(repr, METHODS))}, got {method!r}")
@@ -350,8 +350,8 @@ def _check_chunks(x, J, da) -> tuple:
 def _checked_method(f, x, method) -> str:
     """``method``, or ``"central"`` with a warning when ``f`` is not complex-safe on the
     first samples of ``x`` (which are computed)."""
-    from .api import NumericalFallbackWarning
-    from .numerical import HEAD_SAMPLES, NotComplexSafeError, numerical_value_and_jacobian
+    from batchjac.core.errors import NumericalFallbackWarning
+    from batchjac.numerical.differences import HEAD_SAMPLES, NotComplexSafeError, numerical_value_and_jacobian
 
     if method != "complex-step":
         return method
@@ -370,7 +370,7 @@ def _checked_method(f, x, method) -> str:
 
 def _numerical_meta(f, x, method):
     """The zero-sample numerical Jacobian ``(0, *out_shape, *in_shape)``: shape and dtype."""
-    from .numerical import numerical_value_and_jacobian
+    from batchjac.numerical.differences import numerical_value_and_jacobian
 
     _, (meta,) = numerical_value_and_jacobian(f, (_empty_batch(x),), (0,), method)
     return meta
@@ -388,7 +388,7 @@ def _given_dask(J, batch_chunks, meta_shape, batch, da):
 
 
 def _default_rtol(method, dtype) -> float:
-    from .checking import DEFAULT_RTOL
+    from batchjac.checking import DEFAULT_RTOL
 
     return DEFAULT_RTOL.get((method, np.dtype(dtype)), DEFAULT_RTOL[method, np.dtype(np.float32)])
 
@@ -433,8 +433,8 @@ def _block_summaries(f, x, J, method, rtol, atol) -> list:
 
 def _summarise_block(f, x, J, start, batch, method, rtol, atol) -> BlockSummary:
     """Compare one block's Jacobian with its numerical one, as the in-memory check does."""
-    from .checking import _entry, _given, _max_relative
-    from .numerical import numerical_value_and_jacobian
+    from batchjac.checking import _entry, _given, _max_relative
+    from batchjac.numerical.differences import numerical_value_and_jacobian
 
     _, (numerical,) = numerical_value_and_jacobian(f, (x,), (0,), method)
     given = _given(f, x, J, numerical.shape)
@@ -503,7 +503,7 @@ def _merge(summaries, method, rtol, atol, in_ndim, JacobianCheck):
 def _worst(summaries, suspects, allowed, failed, in_ndim):
     """The entry with the least room under its tolerance: among the failing ones when any
     fail (the first in batch order, as ``argmax`` picks), else the blocks' closest."""
-    from .checking import Entry
+    from batchjac.checking import Entry
 
     if failed:
         k = int(np.argmax(suspects["error"] - allowed))

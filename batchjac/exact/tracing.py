@@ -21,12 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .jacobians import Diagonal, Identity, Jacobian, Shared
-
-
-class TraceError(TypeError):
-    """``f`` could not be traced: it left batchjac's array functions."""
-
+from batchjac.core.errors import TraceError
+from batchjac.structured.types import Diagonal, Identity, Jacobian, Shared
 
 _ids = itertools.count()
 
@@ -86,7 +82,7 @@ class Traced:
     def __repr__(self):
         return f"Traced(shape={self.shape}, dtype={self.dtype})"
 
-    # -- operators (the rules live in batchjac.functions) --------------------------------
+    # -- operators (the rules live in batchjac.exact.functions) --------------------------------
     def __add__(self, other):
         return _fn().add(self, other)
 
@@ -224,7 +220,7 @@ class Traced:
 
 
 def _fn():
-    from . import functions
+    from batchjac.exact import functions
 
     return functions
 
@@ -350,7 +346,7 @@ def assemble(output: Node, inputs: list[Node], batch: int, dtype, device, chain=
 
 
 def _zeros(device, shape, dtype):
-    from ._arrays import GPU, _cupy
+    from batchjac.core.arrays import GPU, _cupy
 
     xp = _cupy() if device == GPU else np
     return xp.zeros(shape, dtype=dtype)

@@ -58,8 +58,9 @@ from typing import Callable
 
 import numpy as np
 
-from ._arrays import GPU, common_batch, device_of, namespace
-from .backends.dispatch import select_backend
+from batchjac.backends.dispatch import select_backend
+from batchjac.core.arrays import GPU, common_batch, device_of, namespace
+from batchjac.core.errors import NotComplexSafeError
 
 METHODS = ("complex-step", "central", "forward")
 
@@ -75,18 +76,6 @@ FALLBACK_BUDGET = 1 << 30  # bytes, where the free memory cannot be read
 PROGRESS_MIN_CHUNKS = 4  # progress=None shows a bar from this many passes ...
 PROGRESS_DELAY_S = 1.0  # ... once they have taken this long, on a terminal
 COMPLEX_SAFETY_RTOL = 0.1
-
-
-class NotComplexSafeError(ValueError):
-    """``f`` does not carry imaginary parts through, so complex-step cannot be used.
-
-    Raised for ``method="complex-step"`` when ``f`` rejects complex input with a
-    ``TypeError``, returns real data for complex input, or when its complex-step derivative along a fixed direction differs from the central
-    difference by more than 10 % (``f`` dropped an imaginary part on the way: ``abs``,
-    ``real``, a cast to float). ``bj.jacobian(method="auto")`` catches it and falls back to
-    central differences with a warning. At a point where ``f`` is not differentiable (a
-    kink exactly at the input) the two differ too; use ``method="central"`` there.
-    """
 
 
 def numerical_value_and_jacobian(f, args, argnums, method, *, backend=None, chunk_size=None, progress=None):
@@ -360,7 +349,7 @@ def _chunk_size(box: BlackBox, argnum, argnums, method, chunk_size) -> int:
             f"bytes even one column at a time: {estimate.jacobians:,} for the Jacobians "
             f"(B, *out_shape, *in_shape) = {(box.batch, *box.out_shape, *x.shape[1:])}, and "
             f"{estimate.bytes(1) - estimate.jacobians:,} for the value, the steps and one pass of f "
-            f"(see batchjac.numerical.MemoryEstimate); only {free:,} bytes are free on the "
+            f"(see batchjac.numerical.differences.MemoryEstimate); only {free:,} bytes are free on the "
             f"{device_of(x)}"
         )
     if chunk_size is not None:

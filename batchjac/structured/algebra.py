@@ -22,7 +22,7 @@ Identity      Dense (diag)  Diagonal      Shared [#]_     Identity
 
 .. [#] ``Dense`` when the identity's scale is per sample (a ``(B,)`` array).
 
-A :class:`~batchjac.jacobians.Gather` (rows that pick inputs) keeps its structure where it can:
+A :class:`~batchjac.structured.types.Gather` (rows that pick inputs) keeps its structure where it can:
 ``Gather @ Gather`` is a ``Gather`` (indices composed), ``Gather @ Dense`` / ``@ Shared`` gather
 rows; ``Dense @ Gather`` / ``Shared @ Gather`` scatter columns when the gather is injective and
 use its matrix otherwise; with a ``Diagonal`` on either side the result is ``Dense`` (one entry
@@ -37,8 +37,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._arrays import namespace
-from .jacobians import Dense, Diagonal, Gather, Identity, Jacobian, Shared
+from batchjac.core.arrays import namespace
+from batchjac.structured.types import Dense, Diagonal, Gather, Identity, Jacobian, Shared
 
 
 def _check_batches(what, J, K):

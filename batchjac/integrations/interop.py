@@ -1,7 +1,7 @@
 """Results in the caller's framework: NumPy, CuPy, PyTorch or JAX, zero-copy through DLPack.
 
 batchjac computes on NumPy (CPU) and CuPy (GPU) arrays and takes PyTorch and JAX tensors
-in without a copy (:func:`batchjac._arrays.as_array`). These helpers hand results back
+in without a copy (:func:`batchjac.core.arrays.as_array`). These helpers hand results back
 the same way: the returned tensor shares memory with batchjac's array and stays on its
 device. Nothing is ever moved between devices here; a request that would need that is an
 error naming :func:`batchjac.to_device`.
@@ -13,7 +13,7 @@ import importlib
 
 import numpy as np
 
-from ._arrays import CPU, GPU, device_of
+from batchjac.core.arrays import CPU, GPU, device_of
 
 FRAMEWORKS = ("numpy", "cupy", "torch", "jax")
 
@@ -80,7 +80,7 @@ def to_framework(result, framework: str):
     >>> np.shares_memory(to_framework(x, "numpy"), x)  # to_framework(x, "torch") likewise
     True
     """
-    from .jacobians import Jacobian
+    from batchjac.structured.types import Jacobian
 
     if framework not in FRAMEWORKS:
         raise ValueError(f"framework: expected one of {', '.join(map(repr, FRAMEWORKS))}, got {framework!r}")

@@ -28,7 +28,7 @@ computing it, from *structures* (:class:`Structure`: kind, batch and sizes):
   operands read once and the stored array of the result written once, at the element size
   of the chain's result dtype (0 for a product with a plain identity).
 
-The structure of a product follows the table of :mod:`batchjac.jacobian_algebra`. The planner
+The structure of a product follows the table of :mod:`batchjac.structured.algebra`. The planner
 minimises flops first and, among bracketings of equal flops, bytes; among bracketings equal
 in both it takes the one that multiplies the longest left part first (the most reverse-like):
 in row-major memory a batched product times a ``Shared`` factor is one GEMM on a reshaped
@@ -43,8 +43,8 @@ from typing import NamedTuple, Sequence, Union
 
 import numpy as np
 
-from ._arrays import as_float_array
-from .jacobians import Dense, Diagonal, Gather, Identity, Jacobian, Shared
+from batchjac.core.arrays import as_float_array
+from batchjac.structured.types import Dense, Diagonal, Gather, Identity, Jacobian, Shared
 
 ORDERS = ("optimal", "forward", "reverse")
 IDENTITY_SCALES = ("one", "number", "per_sample")
@@ -52,7 +52,7 @@ IDENTITY_SCALES = ("one", "number", "per_sample")
 # A structure is a point of a small lattice: how much of each sample's matrix is stored
 # (nothing, one number, a diagonal, everything) and whether it varies along the batch.
 # A product takes the larger of each for its operands: that is the structure table of
-# batchjac.jacobian_algebra in two lines (Diagonal @ Shared is per sample and full: Dense).
+# batchjac.structured.algebra in two lines (Diagonal @ Shared is per sample and full: Dense).
 _UNIT, _SCALAR, _DIAGONAL, _GATHER, _FULL = range(5)
 _LATTICE = {
     (Identity, "one"): (False, _UNIT),
@@ -77,7 +77,7 @@ class Structure:
     ``"per_sample"`` (a ``(B,)`` array); other kinds keep the default ``"one"``.
 
     >>> import batchjac as bj
-    >>> from batchjac.chain import Structure
+    >>> from batchjac.structured.chain import Structure
     >>> Structure(bj.Shared, 64, 10, 1024).stored
     10240
     """
@@ -137,7 +137,7 @@ class Structure:
 
 
 def product_structure(J: Structure, K: Structure) -> Structure:
-    """The structure of ``J @ K`` (as :mod:`batchjac.jacobian_algebra` builds it):
+    """The structure of ``J @ K`` (as :mod:`batchjac.structured.algebra` builds it):
     ``(B, m, k) @ (B, k, n) -> (B, m, n)``.
 
     >>> import batchjac as bj
@@ -250,7 +250,7 @@ class ChainPlan:
     ``order`` names the cheapest bracketing (``"((J3 J2) J1)"``; ``J1`` is the rightmost
     factor) and ``tree`` is the same bracketing over factor indices, ``0`` the leftmost
     (``((0, 1), 2)``). ``flops`` and ``bytes`` are its cost under the model of
-    :mod:`batchjac.chain`; ``forward_*`` and ``reverse_*`` are those of forward mode
+    :mod:`batchjac.structured.chain`; ``forward_*`` and ``reverse_*`` are those of forward mode
     (right to left) and reverse mode (left to right). ``result`` is the
     :class:`Structure` of the product; ``factors`` those of ``J_L, ..., J_1``.
     """
@@ -389,7 +389,7 @@ def chain_plan(*Js: Jacobian) -> ChainPlan:
 
     ``Js`` are the factors left to right, each a ``bj.Jacobian`` of shape ``(B, m_i, n_i)``
     with ``n_i == m_{i-1}``. Nothing is multiplied: the plan is made from kinds and sizes
-    (see :class:`ChainPlan` for what it reports and :mod:`batchjac.chain` for the costs).
+    (see :class:`ChainPlan` for what it reports and :mod:`batchjac.structured.chain` for the costs).
 
     >>> import numpy as np, batchjac as bj
     >>> W = bj.Shared(np.ones((2, 100)), batch=8)

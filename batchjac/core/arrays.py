@@ -8,9 +8,14 @@ explicit, public way to do it.
 
 from __future__ import annotations
 
+import functools
+import importlib
+import importlib.util
 import sys
 
 import numpy as np
+
+from batchjac.core.errors import BackendUnavailableError, DeviceMismatchError
 
 CPU = "cpu"
 GPU = "gpu"
@@ -23,18 +28,41 @@ _DLPACK_CUDA_HOST = 3
 _DLPACK_CUDA_MANAGED = 13
 
 
-class DeviceMismatchError(ValueError):
-    """Inputs of one call live on different devices (batchjac never copies them silently)."""
+_INSTALL_GPU = "pip install 'batchjac[cuda12]' (or 'batchjac[cuda13]' for CUDA 13)"
 
 
-def _cupy():
-    """The cupy module if it is already imported or importable, else None."""
-    mod = sys.modules.get("cupy")
-    if mod is not None:
-        return mod
-    from .backends.dispatch import cupy_module  # the one place that imports CuPy
+def cupy_module():
+    """The cupy module if it imports, else None (no device needed). The one place that
+    imports CuPy."""
+    if "cupy" in sys.modules:
+        return sys.modules["cupy"]
+    if importlib.util.find_spec("cupy") is None:
+        return None
+    try:
+        import cupy
+    except Exception:
+        return None
+    return cupy
 
-    return cupy_module()
+
+_cupy = cupy_module
+
+
+@functools.cache
+def cupy_problem() -> str | None:
+    """Why CuPy cannot run here (not installed, no device), or None when it can."""
+    if importlib.util.find_spec("cupy") is None:
+        return f"CuPy is not installed ({_INSTALL_GPU})"
+    cupy = cupy_module()
+    if cupy is None:
+        return "CuPy is installed but fails to import (is the CUDA toolkit it was built for present?)"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as err:
+        return f"CuPy is installed but no CUDA device is usable: {err}"
+    if count == 0:
+        return "CuPy is installed but no CUDA device is present"
+    return None
 
 
 def is_gpu_array(a) -> bool:
@@ -173,9 +201,7 @@ def to_device(x, device: str):
             return as_array(x)
         x = as_array(x)
         return x.get()
-    from .backends.dispatch import BackendUnavailableError, backend_problem
-
-    problem = backend_problem("cupy")
+    problem = cupy_problem()
     if problem is not None:
         raise BackendUnavailableError(f"to_device(x, 'gpu'): no GPU array library is usable here: {problem}")
     cp = _cupy()

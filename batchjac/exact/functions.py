@@ -2,12 +2,12 @@
 
 On plain arrays every function computes its value only, as NumPy would, with batchjac's
 batch semantics: axis 0 is the batch axis, reductions default to all other axes, and an
-operation that would mix samples raises. On :class:`~batchjac.tracing.Traced` arrays
+operation that would mix samples raises. On :class:`~batchjac.exact.tracing.Traced` arrays
 (inside ``bj.jacobian(f, x)``) each function also records its structured local Jacobian
 with respect to each traced operand, flattened per sample: ``(B, out_size, in_size)``
 in row-major order of the per-sample shapes.
 
-Element-wise rules (values and derivatives) live in :mod:`batchjac.rules_elementwise`;
+Element-wise rules (values and derivatives) live in :mod:`batchjac.core.elementwise_rules`;
 the structure of every other rule is stated in its docstring.
 """
 
@@ -18,11 +18,11 @@ import numbers
 
 import numpy as np
 
-from ._arrays import as_float_array, common_device, device_of, flatten_samples, namespace
-from .backends.dispatch import select_backend
-from .jacobians import Dense, Diagonal, Gather, Identity, Shared
-from .rules_elementwise import BINARY, UNARY
-from .tracing import Traced, record
+from batchjac.backends.dispatch import select_backend
+from batchjac.core.arrays import as_float_array, common_device, device_of, flatten_samples, namespace
+from batchjac.core.elementwise_rules import BINARY, UNARY
+from batchjac.exact.tracing import Traced, record
+from batchjac.structured.types import Dense, Diagonal, Gather, Identity, Shared
 
 
 def _value(a):
@@ -174,7 +174,7 @@ def _unary_function(name):
     function.__name__ = function.__qualname__ = name
     function.__doc__ = (
         f"Element-wise ``{name}(x{extra})``: {rule.doc}.\n\n"
-        "Value and derivative follow :mod:`batchjac.rules_elementwise`; the Jacobian is\n"
+        "Value and derivative follow :mod:`batchjac.core.elementwise_rules`; the Jacobian is\n"
         "``Diagonal`` ``(B, n)`` where ``n`` is the per-sample size of ``x``.\n\n"
         f">>> import numpy as np, batchjac as bj\n>>> bj.{name}(np.array([[0.5]])).shape\n(1, 1)\n"
     )
