@@ -35,6 +35,13 @@ def _select(c, a, b):
     return a if c else b
 
 
+def _round_half_even(x):
+    r = math.floor(x + 0.5)
+    if r - x == 0.5 and math.fmod(r, 2.0) != 0.0:
+        r -= 1.0  # a tie goes to the even neighbour, as C's rint and NumPy's round
+    return r
+
+
 def _scalar_namespace(dtype) -> dict:
     """The names a scalar expression may use (``SCALAR_FUNCTIONS``), bound for ``dtype``."""
     where = cuda.jit(device=True, inline=True)(_select)
@@ -42,13 +49,19 @@ def _scalar_namespace(dtype) -> dict:
         functions = dict(
             exp=np.exp, log=np.log, log1p=np.log1p, expm1=np.expm1, sin=np.sin, cos=np.cos,
             tan=np.tan, tanh=np.tanh, sqrt=np.sqrt, erf=math.erf, pow=np.power, fabs=np.abs,
-            fmax=np.fmax, fmin=np.fmin,
+            fmax=np.fmax, fmin=np.fmin, log2=np.log2, log10=np.log10, asin=np.arcsin,
+            acos=np.arccos, atan=np.arctan, sinh=np.sinh, cosh=np.cosh, asinh=np.arcsinh,
+            acosh=np.arccosh, atanh=np.arctanh, floor=np.floor, ceil=np.ceil, rint=np.rint,
+            atan2=np.arctan2, hypot=np.hypot,
         )  # fmt: skip
     else:
         functions = dict(
             exp=math.exp, log=math.log, log1p=math.log1p, expm1=math.expm1, sin=math.sin,
             cos=math.cos, tan=math.tan, tanh=math.tanh, sqrt=math.sqrt, erf=math.erf,
-            pow=math.pow, fabs=math.fabs, fmax=max, fmin=min,
+            pow=math.pow, fabs=math.fabs, fmax=max, fmin=min, log2=math.log2, log10=math.log10,
+            asin=math.asin, acos=math.acos, atan=math.atan, sinh=math.sinh, cosh=math.cosh,
+            asinh=math.asinh, acosh=math.acosh, atanh=math.atanh, floor=math.floor, ceil=math.ceil,
+            rint=cuda.jit(device=True)(_round_half_even), atan2=math.atan2, hypot=math.hypot,
         )  # fmt: skip
     return {**functions, "where": where, "T": numba.from_dtype(dtype)}
 

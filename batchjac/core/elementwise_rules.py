@@ -1,22 +1,35 @@
 """The element-wise rules: value and derivative of every unary and binary operation.
 
 This module is the one home of each element-wise derivative rule of math.md. A rule is
-written once against an array namespace ``xp`` (``numpy`` or ``cupy``) and returns the
-value together with its derivative(s), so a backend computes both in one pass over the
-input. The Jacobian of a unary rule is ``diag(g'(x))``; a binary rule ``u (op) v`` gives
+written once, as its *scalar form*: C-compatible expressions, the value first, then the
+derivative with respect to each argument (``x`` for unary rules; ``u``, ``v`` for binary
+ones; ``y`` is the value and parameters go by name). Everything else is generated from
+those strings:
+
+- the array form (NumPy or CuPy, value and derivatives in one pass over the input) by
+  evaluating the expressions with the namespace's functions; a few rules keep an explicit
+  array form where precision or speed needs it (``sigmoid``: no cancellation of ``1 - s``;
+  ``power``: integer powers by products; ``pow``: quiet edges);
+- the GPU kernels (CUDA C for CuPy, numba device functions) in ``batchjac.backends``;
+- the traced derivative used for second derivatives in ``batchjac.exact`` (the derivative
+  expression evaluated with traced arrays).
+
+The Jacobian of a unary rule is ``diag(g'(x))``; a binary rule ``u (op) v`` gives
 ``diag(dy/du)`` and ``diag(dy/dv)``.
 
-Values used where a function has no derivative (documented here, tested in
-``tests/test_rules_elementwise.py``):
+Values used where a function has no derivative (tested in
+``tests/exact/test_elementwise_rules.py``):
 
-- ``relu``, ``abs``: derivative 0 at 0.
+- ``relu``, ``abs``: derivative 0 at 0. ``sign``, ``floor``, ``ceil``, ``round``: derivative 0.
 - ``leaky_relu``: ``alpha`` at 0 (the left branch); ``elu``: ``alpha`` at 0 (the left branch).
 - ``maximum(u, v)`` at a tie: the derivative goes to ``v`` (``dy/du = [u > v]``,
-  ``dy/dv = [u <= v]``); ``minimum(u, v)`` at a tie likewise goes to ``v``
-  (``dy/du = [u < v]``, ``dy/dv = [u >= v]``).
-- ``sqrt`` at 0: ``+inf``. ``pow(u, v)``: ``dy/du`` is 0 where ``v == 0`` (``u**0`` is
-  constant); ``dy/dv = u**v log(u)`` is NaN for ``u < 0``, 0 where ``u**v == 0`` (``u = 0``,
-  ``v > 0``) and ``-inf`` at ``u = 0, v = 0``.
+  ``dy/dv = [u <= v]``); ``minimum(u, v)`` at a tie likewise goes to ``v``.
+- ``sqrt`` at 0: ``+inf``; ``arcsin``/``arccos`` at ``+-1`` and ``arctanh`` at ``+-1``: ``+-inf``;
+  ``hypot(0, 0)``: NaN. ``pow(u, v)``: ``dy/du`` is 0 where ``v == 0``; ``dy/dv = u**v log(u)``
+  is NaN for ``u < 0``, 0 where ``u**v == 0`` and ``-inf`` at ``u = 0, v = 0``.
+- NaN propagates through every value and every derivative, as in NumPy (a NaN input gives a
+  NaN value and a NaN derivative; piecewise rules test ``x != x`` where a comparison alone
+  would drop it).
 """
 
 from __future__ import annotations
@@ -25,29 +38,64 @@ import contextlib
 import functools
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
-_SQRT_2 = math.sqrt(2.0)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+# The functions a scalar form may use, with their C99 meaning (fmax/fmin return the non-NaN
+# operand, so rules that must propagate NaN use where); numbers are written as floats.
+SCALAR_FUNCTIONS = (
+    "exp", "log", "log1p", "expm1", "log2", "log10", "sin", "cos", "tan", "asin", "acos", "atan",
+    "sinh", "cosh", "tanh", "asinh", "acosh", "atanh", "sqrt", "erf", "pow", "fabs", "fmax", "fmin",
+    "floor", "ceil", "rint", "atan2", "hypot", "where",
+)  # fmt: skip
+
+# The array function serving each scalar function (NumPy and CuPy share the names).
+_ARRAY_NAMES = {
+    "fabs": "abs", "pow": "power", "asin": "arcsin", "acos": "arccos", "atan": "arctan",
+    "asinh": "arcsinh", "acosh": "arccosh", "atanh": "arctanh", "atan2": "arctan2",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
 class ElementwiseRule:
     """One element-wise operation.
 
-    ``generate(xp, *args, **params)`` is a generator that yields the value first and then
-    the derivative with respect to each argument, so that a caller who wants the value
-    alone never computes a derivative.
+    ``scalar`` is the scalar form (value, then one derivative per argument);
+    ``params`` maps parameter names to defaults; ``zero_derivative`` marks piecewise-constant
+    rules (``floor``, ``sign``) whose derivative is 0 wherever it exists. ``array`` is an
+    explicit array form ``array(xp, *args, **params)`` yielding the value then the
+    derivatives (None: generated from ``scalar``); ``functions`` holds a user rule's scalar
+    Python ``(f, df)`` (``bj.register_elementwise``).
     """
 
     name: str
     arity: int
-    generate: Callable
+    scalar: tuple | None
     params: dict = field(default_factory=dict)  # parameter name -> default value
     doc: str = ""
-    user: bool = False  # registered by bj.register_elementwise
-    functions: tuple | None = None  # a user rule's scalar Python (f, df), compiled per backend
-    scalar: tuple | None = None  # the scalar form, see SCALAR_FUNCTIONS
+    user: bool = False
+    functions: tuple | None = None
+    array: Callable | None = None
+    zero_derivative: bool = False
+
+    @property
+    def arguments(self) -> tuple[str, ...]:
+        """The scalar form's argument names: ``("x",)`` or ``("u", "v")``."""
+        return ("x",) if self.arity == 1 else ("u", "v")
+
+    def generate(self, xp, *args, **params):
+        """Yield the value, then the derivative with respect to each argument, each of the
+        broadcast shape and the floating dtype of the arguments."""
+        if self.array is not None:
+            yield from self.array(xp, *args, **params)
+            return
+        params = {**self.params, **params}
+        value, derivatives = _array_functions(self, xp)
+        y = value(*args, **params)
+        yield y
+        with quiet(xp):
+            partials = derivatives(*args, y, **params)
+        for d in partials:
+            yield _like(xp, d, y)
 
     def value(self, xp, *args, **params):
         steps = self.generate(xp, *args, **params)
@@ -61,178 +109,63 @@ class ElementwiseRule:
         return tuple(self.generate(xp, *args, **params))
 
 
-# The scalar form of a rule: C-compatible expressions, the value first, then the derivative
-# with respect to each argument; arguments are x (unary) or u, v (binary), y is the value,
-# and the parameters go by name (alpha, p). Only these functions appear, with their C99
-# meaning (fmax/fmin return the non-NaN operand, so rules that must propagate NaN as NumPy
-# does use where), and numbers are written as floats; the GPU backends generate their kernels
-# from these strings (CUDA C for CuPy, numba device functions), and
-# tests/test_rules_elementwise.py checks them against the array rules.
-SCALAR_FUNCTIONS = (
-    "exp", "log", "log1p", "expm1", "sin", "cos", "tan", "tanh", "sqrt", "erf", "pow",
-    "fabs", "fmax", "fmin", "where",
-)  # fmt: skip
-
-UNARY: dict[str, ElementwiseRule] = {}
-BINARY: dict[str, ElementwiseRule] = {}
+def _like(xp, d, y):
+    """A derivative as an array of ``y``'s shape and dtype (constants are filled)."""
+    if getattr(d, "shape", None) == y.shape and d.dtype == y.dtype:
+        return d
+    out = xp.empty(y.shape, dtype=y.dtype)
+    out[...] = d
+    return out
 
 
-def _unary(name, doc="", scalar=None, **params):
-    def register(fn):
-        UNARY[name] = ElementwiseRule(name, 1, fn, params, doc, scalar=scalar)
-        return fn
-
-    return register
+_COMPILED: dict = {}
 
 
-def _binary(name, doc="", scalar=None):
-    def register(fn):
-        BINARY[name] = ElementwiseRule(name, 2, fn, {}, doc, scalar=scalar)
-        return fn
-
-    return register
-
-
-def _like(xp, value, x):
-    """``value`` (bool or numeric array) cast to the floating dtype of ``x``."""
-    return xp.asarray(value).astype(x.dtype, copy=False)
+def _array_functions(found: ElementwiseRule, xp) -> tuple[Callable, Callable]:
+    """``(value(*args, **params), derivatives(*args, y, **params))`` for namespace ``xp``,
+    compiled once per rule and namespace from the scalar form."""
+    key = (found.name, found.scalar, xp.__name__)
+    if key not in _COMPILED:
+        _COMPILED[key] = _compile_array_functions(found, xp)
+    return _COMPILED[key]
 
 
-# --------------------------------------------------------------------------------------
-# Unary rules: y = g(x), dy/dx = diag(g'(x)).
-# --------------------------------------------------------------------------------------
+def _compile_array_functions(found: ElementwiseRule, xp) -> tuple[Callable, Callable]:
+    namespace: dict[str, Any] = {name: getattr(xp, _ARRAY_NAMES.get(name, name), None) for name in SCALAR_FUNCTIONS}
+    namespace["erf"] = functools.partial(_erf, xp)
+    namespace["where"] = xp.where
+    arguments = ", ".join((*found.arguments, *found.params))
+    value_expr, *derivative_exprs = found.scalar
+    value = eval(f"lambda {arguments}: {value_expr}", namespace)  # noqa: S307 - our own strings
+    derivatives = eval(  # noqa: S307
+        f"lambda {', '.join((*found.arguments, 'y', *found.params))}: ({', '.join(derivative_exprs)},)",
+        namespace,
+    )
+    dtype_of = _result_dtype_function(xp)
+
+    def typed_value(*args, **params):
+        y = value(*args, **params)
+        dtype = dtype_of(*args)
+        return y.astype(dtype, copy=False) if hasattr(y, "astype") else xp.asarray(y, dtype=dtype)
+
+    return typed_value, derivatives
 
 
-@_unary("identity", "x; 1", scalar=("x", "1.0"))
-def _identity(xp, x):
-    yield x.copy()
-    yield xp.ones_like(x)
+def _result_dtype_function(xp):
+    def dtype_of(*args):
+        dtypes = [a.dtype for a in args if hasattr(a, "dtype")]
+        return xp.result_type(*dtypes) if dtypes else xp.float64
+
+    return dtype_of
 
 
-@_unary("negative", "-x; -1", scalar=("-x", "-1.0"))
-def _negative(xp, x):
-    yield -x
-    yield xp.full_like(x, -1)
+def quiet(xp):
+    """Silence NumPy's floating-point warnings where inf/NaN is the documented result."""
+    if xp.__name__ == "numpy":
+        import numpy as np
 
-
-@_unary("exp", "exp(x); exp(x)", scalar=("exp(x)", "y"))
-def _exp(xp, x):
-    y = xp.exp(x)
-    yield y
-    yield y
-
-
-@_unary("log", "log(x); 1/x", scalar=("log(x)", "1.0 / x"))
-def _log(xp, x):
-    yield xp.log(x)
-    yield 1 / x
-
-
-@_unary("log1p", "log(1+x); 1/(1+x)", scalar=("log1p(x)", "1.0 / (1.0 + x)"))
-def _log1p(xp, x):
-    yield xp.log1p(x)
-    yield 1 / (1 + x)
-
-
-@_unary("expm1", "exp(x)-1; exp(x)", scalar=("expm1(x)", "y + 1.0"))
-def _expm1(xp, x):
-    y = xp.expm1(x)
-    yield y
-    yield y + 1
-
-
-@_unary("sin", "sin(x); cos(x)", scalar=("sin(x)", "cos(x)"))
-def _sin(xp, x):
-    yield xp.sin(x)
-    yield xp.cos(x)
-
-
-@_unary("cos", "cos(x); -sin(x)", scalar=("cos(x)", "-sin(x)"))
-def _cos(xp, x):
-    yield xp.cos(x)
-    yield -xp.sin(x)
-
-
-@_unary("tan", "tan(x); 1 + tan(x)^2", scalar=("tan(x)", "1.0 + y * y"))
-def _tan(xp, x):
-    y = xp.tan(x)
-    yield y
-    yield 1 + y * y
-
-
-@_unary("tanh", "tanh(x); 1 - tanh(x)^2", scalar=("tanh(x)", "1.0 - y * y"))
-def _tanh(xp, x):
-    y = xp.tanh(x)
-    yield y
-    yield 1 - y * y
-
-
-def _sigmoid_value(xp, x):
-    # exp of a non-positive number only: no overflow for large |x|.
-    e = xp.exp(-xp.abs(x))
-    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
-
-
-@_unary(
-    "sigmoid",
-    "1/(1+exp(-x)); s(1-s)",
-    scalar=(
-        "where(x >= 0.0, 1.0 / (1.0 + exp(-x)), exp(x) / (1.0 + exp(x)))",
-        "exp(-fabs(x)) / ((1.0 + exp(-fabs(x))) * (1.0 + exp(-fabs(x))))",
-    ),
-)
-def _sigmoid(xp, x):
-    e = xp.exp(-xp.abs(x))
-    yield xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
-    yield e / ((1 + e) * (1 + e))  # s(1-s) without the cancellation of 1 - s for large x
-
-
-@_unary(
-    "softplus",
-    "log(1+exp(x)); sigmoid(x)",
-    scalar=(
-        "fmax(x, 0.0) + log1p(exp(-fabs(x)))",
-        "where(x >= 0.0, 1.0 / (1.0 + exp(-x)), exp(x) / (1.0 + exp(x)))",
-    ),
-)
-def _softplus(xp, x):
-    yield xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
-    yield _sigmoid_value(xp, x)
-
-
-@_unary("relu", "max(x, 0); [x > 0] (0 at 0)", scalar=("where(x > 0.0, x, 0.0)", "where(x > 0.0, 1.0, 0.0)"))
-def _relu(xp, x):
-    positive = x > 0
-    yield xp.where(positive, x, 0).astype(x.dtype, copy=False)
-    yield _like(xp, positive, x)
-
-
-@_unary(
-    "leaky_relu",
-    "x if x > 0 else alpha x; 1 or alpha (alpha at 0)",
-    scalar=("where(x > 0.0, x, alpha * x)", "where(x > 0.0, 1.0, alpha)"),
-    alpha=0.01,
-)
-def _leaky_relu(xp, x, alpha=0.01):
-    positive = x > 0
-    yield xp.where(positive, x, alpha * x).astype(x.dtype, copy=False)
-    yield xp.where(positive, 1, alpha).astype(x.dtype, copy=False)
-
-
-@_unary(
-    "elu",
-    "x if x > 0 else alpha (exp(x) - 1); 1 or alpha exp(x) (alpha at 0)",
-    scalar=(
-        "where(x > 0.0, x, alpha * expm1(fmin(x, 0.0)))",
-        "where(x > 0.0, 1.0, alpha * exp(fmin(x, 0.0)))",
-    ),
-    alpha=1.0,
-)
-def _elu(xp, x, alpha=1.0):
-    positive = x > 0
-    em1 = xp.expm1(xp.minimum(x, 0))
-    yield xp.where(positive, x, alpha * em1).astype(x.dtype, copy=False)
-    yield xp.where(positive, 1, alpha * (em1 + 1)).astype(x.dtype, copy=False)
+        return np.errstate(divide="ignore", invalid="ignore", over="ignore")
+    return contextlib.nullcontext()
 
 
 def _erf(xp, x):
@@ -255,58 +188,116 @@ def _numpy_erf():
     return erf
 
 
-@_unary(
-    "gelu",
-    "x Phi(x) (erf form); Phi(x) + x phi(x)",
-    scalar=(
+UNARY: dict[str, ElementwiseRule] = {}
+BINARY: dict[str, ElementwiseRule] = {}
+
+
+def _rule(table, arity, name, doc, scalar, array=None, zero_derivative=False, **params):
+    table[name] = ElementwiseRule(
+        name, arity, tuple(scalar), dict(params), doc, array=array, zero_derivative=zero_derivative
+    )
+
+
+# Expressions reused by several rules.
+_NAN_OR_ZERO = "where(x != x, x, 0.0)"  # the derivative of a piecewise-constant function
+_SIGN = "where(x > 0.0, 1.0, where(x < 0.0, -1.0, where(x == 0.0, 0.0, x)))"
+_SIGMOID = "where(x >= 0.0, 1.0 / (1.0 + exp(-x)), exp(x) / (1.0 + exp(x)))"
+
+# --------------------------------------------------------------------------------------
+# Unary rules: y = g(x), dy/dx = diag(g'(x)).
+# --------------------------------------------------------------------------------------
+
+for _name, _doc, _value, _derivative in [
+    ("identity", "x; 1", "1.0 * x", "1.0"),
+    ("negative", "-x; -1", "-x", "-1.0"),
+    ("exp", "exp(x); exp(x)", "exp(x)", "y"),
+    ("exp2", "2^x; log(2) 2^x", "pow(2.0, x)", "0.6931471805599453 * y"),
+    ("expm1", "exp(x)-1; exp(x)", "expm1(x)", "y + 1.0"),
+    ("log", "log(x); 1/x", "log(x)", "1.0 / x"),
+    ("log2", "log2(x); 1/(x log 2)", "log2(x)", "1.4426950408889634 / x"),
+    ("log10", "log10(x); 1/(x log 10)", "log10(x)", "0.4342944819032518 / x"),
+    ("log1p", "log(1+x); 1/(1+x)", "log1p(x)", "1.0 / (1.0 + x)"),
+    ("sin", "sin(x); cos(x)", "sin(x)", "cos(x)"),
+    ("cos", "cos(x); -sin(x)", "cos(x)", "-sin(x)"),
+    ("tan", "tan(x); 1 + tan(x)^2", "tan(x)", "1.0 + y * y"),
+    ("arcsin", "arcsin(x); 1/sqrt(1-x^2)", "asin(x)", "1.0 / sqrt(1.0 - x * x)"),
+    ("arccos", "arccos(x); -1/sqrt(1-x^2)", "acos(x)", "-1.0 / sqrt(1.0 - x * x)"),
+    ("arctan", "arctan(x); 1/(1+x^2)", "atan(x)", "1.0 / (1.0 + x * x)"),
+    ("sinh", "sinh(x); cosh(x)", "sinh(x)", "cosh(x)"),
+    ("cosh", "cosh(x); sinh(x)", "cosh(x)", "sinh(x)"),
+    ("tanh", "tanh(x); 1 - tanh(x)^2", "tanh(x)", "1.0 - y * y"),
+    ("arcsinh", "arcsinh(x); 1/sqrt(x^2+1)", "asinh(x)", "1.0 / sqrt(x * x + 1.0)"),
+    ("arccosh", "arccosh(x); 1/sqrt(x^2-1)", "acosh(x)", "1.0 / sqrt((x - 1.0) * (x + 1.0))"),
+    ("arctanh", "arctanh(x); 1/(1-x^2)", "atanh(x)", "1.0 / (1.0 - x * x)"),
+    ("erf", "erf(x); 2 exp(-x^2)/sqrt(pi)", "erf(x)", "1.1283791670955126 * exp(-x * x)"),
+    ("sqrt", "sqrt(x); 1/(2 sqrt(x)) (+inf at 0)", "sqrt(x)", "0.5 / y"),
+    ("square", "x^2; 2x", "x * x", "2.0 * x"),
+    ("reciprocal", "1/x; -1/x^2", "1.0 / x", "-(y * y)"),
+    ("abs", "|x|; sign(x) (0 at 0)", "fabs(x)", _SIGN),
+    (
+        "softplus",
+        "log(1+exp(x)); sigmoid(x)",
+        "fmax(x, 0.0) + log1p(exp(-fabs(x)))",
+        _SIGMOID,
+    ),
+    (
+        "relu",
+        "max(x, 0); [x > 0] (0 at 0)",
+        "where(x <= 0.0, 0.0, x)",
+        "where(x > 0.0, 1.0, where(x <= 0.0, 0.0, x))",
+    ),
+    (
+        "gelu",
+        "x Phi(x) (erf form); Phi(x) + x phi(x)",
         "0.5 * x * (1.0 + erf(x * 0.7071067811865476))",
         "0.5 * (1.0 + erf(x * 0.7071067811865476)) + x * 0.3989422804014327 * exp(-0.5 * x * x)",
     ),
-)
-def _gelu(xp, x):
-    cdf = 0.5 * (1 + _erf(xp, x / _SQRT_2))
-    yield x * cdf
-    yield cdf + x * (_INV_SQRT_2PI * xp.exp(-0.5 * x * x))
+]:
+    _rule(UNARY, 1, _name, _doc, (_value, _derivative))
+
+for _name, _doc, _value in [
+    ("sign", "sign(x); 0", _SIGN),
+    ("floor", "floor(x); 0", "floor(x)"),
+    ("ceil", "ceil(x); 0", "ceil(x)"),
+    ("round", "round half to even; 0", "rint(x)"),
+]:
+    _rule(UNARY, 1, _name, _doc, (_value, _NAN_OR_ZERO), zero_derivative=True)
+
+_rule(
+    UNARY, 1, "leaky_relu", "x if x > 0 else alpha x; 1 or alpha (alpha at 0)",
+    ("where(x > 0.0, x, alpha * x)", "where(x > 0.0, 1.0, where(x <= 0.0, alpha, x))"), alpha=0.01,
+)  # fmt: skip
+_rule(
+    UNARY, 1, "elu", "x if x > 0 else alpha (exp(x) - 1); 1 or alpha exp(x) (alpha at 0)",
+    (
+        "where(x > 0.0, x, alpha * expm1(where(x > 0.0, 0.0, x)))",
+        "where(x > 0.0, 1.0, alpha * exp(where(x > 0.0, 0.0, x)))",
+    ),
+    alpha=1.0,
+)  # fmt: skip
 
 
-@_unary("sqrt", "sqrt(x); 1/(2 sqrt(x)) (+inf at 0)", scalar=("sqrt(x)", "0.5 / y"))
-def _sqrt(xp, x):
-    y = xp.sqrt(x)
-    yield y
-    with _quiet(xp):
-        dy = 0.5 / y
-    yield dy
+def _sigmoid_array(xp, x):
+    # exp of a non-positive number only: no overflow for large |x|; s(1-s) without the
+    # cancellation of 1 - s for large x.
+    e = xp.exp(-xp.abs(x))
+    yield xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    yield e / ((1 + e) * (1 + e))
 
 
-@_unary("square", "x^2; 2x", scalar=("x * x", "2.0 * x"))
-def _square(xp, x):
-    yield x * x
-    yield 2 * x
+_rule(
+    UNARY, 1, "sigmoid", "1/(1+exp(-x)); s(1-s)",
+    (_SIGMOID, "exp(-fabs(x)) / ((1.0 + exp(-fabs(x))) * (1.0 + exp(-fabs(x))))"),
+    array=_sigmoid_array,
+)  # fmt: skip
+
+_SMALL_POWER = 8
 
 
-@_unary("reciprocal", "1/x; -1/x^2", scalar=("1.0 / x", "-(y * y)"))
-def _reciprocal(xp, x):
-    y = 1 / x
-    yield y
-    yield -(y * y)
-
-
-@_unary("abs", "|x|; sign(x) (0 at 0)", scalar=("fabs(x)", "where(x > 0.0, 1.0, where(x < 0.0, -1.0, 0.0))"))
-def _abs(xp, x):
-    yield xp.abs(x)
-    yield xp.sign(x)
-
-
-@_unary(
-    "power",
-    "x^p for a constant p; p x^(p-1)",
-    scalar=("pow(x, p)", "where(p == 0.0, 0.0, p * pow(x, p - 1.0))"),
-    p=2.0,
-)
-def _power(xp, x, p=2.0):
+def _power_array(xp, x, p=2.0):
     if p == 0:
         yield xp.ones_like(x)
-        yield xp.zeros_like(x)
+        yield xp.where(x != x, x, 0).astype(x.dtype, copy=False)
         return
     if float(p).is_integer() and 1 <= p <= _SMALL_POWER:
         # x^(p-1) by products: a general pow is several times slower than a multiply.
@@ -314,113 +305,86 @@ def _power(xp, x, p=2.0):
         for _ in range(int(p) - 2):
             lower = lower * x
         yield lower * x
-        yield p * lower
+        yield p * lower if p != 1 else lower + 0 * x  # 0 * x: NaN stays NaN
         return
-    yield x**p
-    yield p * x ** (p - 1)
+    with quiet(xp):
+        yield x**p
+        yield p * x ** (p - 1)
 
 
-_SMALL_POWER = 8
+_rule(
+    UNARY, 1, "power", "x^p for a constant p; p x^(p-1)",
+    ("pow(x, p)", "where(p == 0.0, where(x != x, x, 0.0), p * pow(x, p - 1.0))"),
+    array=_power_array, p=2.0,
+)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------
 # Binary rules: y = u (op) v, dy/du = diag(.), dy/dv = diag(.). Operands broadcast.
 # --------------------------------------------------------------------------------------
 
-
-def _full(xp, a, y):
-    """``a`` broadcast to the shape and dtype of ``y``, as a new array."""
-    return xp.broadcast_to(a, y.shape).astype(y.dtype)
-
-
-@_binary("add", "u + v; 1; 1", scalar=("u + v", "1.0", "1.0"))
-def _add(xp, u, v):
-    y = u + v
-    yield y
-    yield xp.ones_like(y)
-    yield xp.ones_like(y)
-
-
-@_binary("sub", "u - v; 1; -1", scalar=("u - v", "1.0", "-1.0"))
-def _sub(xp, u, v):
-    y = u - v
-    yield y
-    yield xp.ones_like(y)
-    yield xp.full_like(y, -1)
-
-
-@_binary("mul", "u v; v; u", scalar=("u * v", "v", "u"))
-def _mul(xp, u, v):
-    y = u * v
-    yield y
-    yield _full(xp, v, y)
-    yield _full(xp, u, y)
-
-
-@_binary("div", "u / v; 1/v; -u/v^2", scalar=("u / v", "1.0 / v", "-y / v"))
-def _div(xp, u, v):
-    y = u / v
-    yield y
-    r = _full(xp, 1 / v, y)
-    yield r
-    yield -y * r
-
-
-def _select(xp, first, y):
-    """The partials of a selection: ``[first]`` w.r.t. u, ``[not first]`` w.r.t. v."""
-    first = xp.broadcast_to(first, y.shape)
-    return _like(xp, first, y), _like(xp, ~first, y)
+for _name, _doc, _scalar in [
+    ("add", "u + v; 1; 1", ("u + v", "1.0", "1.0")),
+    ("sub", "u - v; 1; -1", ("u - v", "1.0", "-1.0")),
+    ("mul", "u v; v; u", ("u * v", "v", "u")),
+    ("div", "u / v; 1/v; -u/v^2", ("u / v", "1.0 / v", "-y / v")),
+    (
+        "maximum",
+        "max(u, v); [u > v]; [u <= v] (a tie goes to v)",
+        (
+            "where(u != u, u, where(u > v, u, v))",
+            "where(u > v, 1.0, where(u <= v, 0.0, u + v))",
+            "where(u > v, 0.0, where(u <= v, 1.0, u + v))",
+        ),
+    ),
+    (
+        "minimum",
+        "min(u, v); [u < v]; [u >= v] (a tie goes to v)",
+        (
+            "where(u != u, u, where(u < v, u, v))",
+            "where(u < v, 1.0, where(u >= v, 0.0, u + v))",
+            "where(u < v, 0.0, where(u >= v, 1.0, u + v))",
+        ),
+    ),
+    ("arctan2", "arctan2(u, v); v/(u^2+v^2); -u/(u^2+v^2)", ("atan2(u, v)", "v / (u * u + v * v)", "-u / (u * u + v * v)")),
+    ("hypot", "sqrt(u^2+v^2); u/y; v/y", ("hypot(u, v)", "u / y", "v / y")),
+    (
+        "logaddexp",
+        "log(exp(u)+exp(v)); exp(u-y); exp(v-y)",
+        (
+            "where(u == v, u + 0.6931471805599453, fmax(u, v) + log1p(exp(-fabs(u - v))))",
+            "exp(u - y)",
+            "exp(v - y)",
+        ),
+    ),
+]:
+    _rule(BINARY, 2, _name, _doc, _scalar)
 
 
-@_binary(
-    "maximum",
-    "max(u, v); [u > v]; [u <= v] (a tie goes to v)",
-    scalar=("where(u != u, u, where(u > v, u, v))", "where(u > v, 1.0, 0.0)", "where(u > v, 0.0, 1.0)"),
-)
-def _maximum(xp, u, v):
-    y = xp.maximum(u, v)
-    yield y
-    yield from _select(xp, u > v, y)
-
-
-@_binary(
-    "minimum",
-    "min(u, v); [u < v]; [u >= v] (a tie goes to v)",
-    scalar=("where(u != u, u, where(u < v, u, v))", "where(u < v, 1.0, 0.0)", "where(u < v, 0.0, 1.0)"),
-)
-def _minimum(xp, u, v):
-    y = xp.minimum(u, v)
-    yield y
-    yield from _select(xp, u < v, y)
-
-
-@_binary(
-    "pow",
-    "u^v; v u^(v-1) (0 where v is 0); u^v log(u) (0 where u^v is 0)",
-    scalar=("pow(u, v)", "where(v == 0.0, 0.0, v * pow(u, v - 1.0))", "where(y == 0.0, 0.0, y * log(u))"),
-)
-def _pow(xp, u, v):
-    with _quiet(xp):
+def _pow_array(xp, u, v):
+    with quiet(xp):
         y = u**v
     yield y
-    with _quiet(xp):
-        du = _full(xp, xp.where(v == 0, 0, v * u ** (v - 1)), y)
-        dv = xp.where(y == 0, 0, y * xp.log(xp.where(y == 0, 1, u))).astype(y.dtype, copy=False)
-    yield du
-    yield dv
+    with quiet(xp):
+        du = xp.where(v == 0, xp.where(u != u, u, 0), v * u ** (v - 1))
+        dv = xp.where(y == 0, 0, y * xp.log(xp.where(y == 0, 1, u)))
+    yield _like(xp, du, y)
+    yield _like(xp, dv, y)
 
 
-def _quiet(xp):
-    """Silence NumPy's floating-point warnings where inf/NaN is the documented result."""
-    if xp.__name__ == "numpy":
-        import numpy as np
-
-        return np.errstate(divide="ignore", invalid="ignore", over="ignore")
-    return contextlib.nullcontext()
+_rule(
+    BINARY, 2, "pow", "u^v; v u^(v-1) (0 where v is 0); u^v log(u) (0 where u^v is 0)",
+    ("pow(u, v)", "where(v == 0.0, where(u != u, u, 0.0), v * pow(u, v - 1.0))", "where(y == 0.0, 0.0, y * log(u))"),
+    array=_pow_array,
+)  # fmt: skip
 
 
 def rule(name: str) -> ElementwiseRule:
-    """The rule called ``name`` (unary or binary), or a ValueError listing the known ones."""
+    """The rule called ``name`` (unary or binary), or a ValueError listing the known ones.
+
+    >>> rule("tanh").scalar
+    ('tanh(x)', '1.0 - y * y')
+    """
     found = UNARY.get(name) or BINARY.get(name)
     if found is None:
         raise ValueError(

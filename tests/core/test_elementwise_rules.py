@@ -75,6 +75,22 @@ UNARY_CASES = [
     case("power", lambda x: x**2.5, uniform(0.2, 3), "complex", p=2.5),
     case("power", lambda x: x**-3, signed(0.3, 3), "complex", p=-3),
     case("power", lambda x: np.ones_like(x), uniform(-3, 3), "complex", p=0),
+    case("exp2", lambda x: 2.0**x, uniform(-3, 3), "complex"),
+    case("log2", lambda x: np.log(x) / np.log(2.0), uniform(0.2, 4), "complex"),
+    case("log10", lambda x: np.log(x) / np.log(10.0), uniform(0.2, 4), "complex"),
+    case("arcsin", np.arcsin, uniform(-0.9, 0.9), "complex"),
+    case("arccos", np.arccos, uniform(-0.9, 0.9), "complex"),
+    case("arctan", np.arctan, uniform(-3, 3), "complex"),
+    case("sinh", np.sinh, uniform(-3, 3), "complex"),
+    case("cosh", np.cosh, uniform(-3, 3), "complex"),
+    case("arcsinh", np.arcsinh, uniform(-3, 3), "complex"),
+    case("arccosh", np.arccosh, uniform(1.1, 4), "complex"),
+    case("arctanh", np.arctanh, uniform(-0.9, 0.9), "complex"),
+    case("erf", _erf, uniform(-3, 3), "central"),
+    case("sign", np.sign, signed(0.05, 3), "central"),
+    case("floor", np.floor, on_grid(0.1), "central"),
+    case("ceil", np.ceil, on_grid(0.1), "central"),
+    case("round", np.round, on_grid(0.1), "central"),
 ]
 
 BINARY_CASES = [
@@ -85,6 +101,9 @@ BINARY_CASES = [
     case("maximum", lambda u, v: np.where(u > v, u, v), (on_grid(0.05), on_grid(0.15)), "central"),
     case("minimum", lambda u, v: np.where(u < v, u, v), (on_grid(0.05), on_grid(0.15)), "central"),
     case("pow", lambda u, v: u**v, (uniform(0.3, 3), uniform(-2, 2)), "complex"),
+    case("arctan2", lambda u, v: np.arctan2(u, v), (uniform(-3, 3), signed(0.3, 3)), "central"),
+    case("hypot", lambda u, v: np.sqrt(u * u + v * v), (signed(0.3, 3), uniform(-3, 3)), "complex"),
+    case("logaddexp", lambda u, v: np.log(np.exp(u) + np.exp(v)), (uniform(-3, 3), uniform(-3, 3)), "complex"),
 ]
 
 # u and v shapes: equal, and v (or u) broadcast from a column or a 0-d array
@@ -251,7 +270,10 @@ def _numpy_scalar_namespace():
     namespace = {
         "exp": np.exp, "log": np.log, "log1p": np.log1p, "expm1": np.expm1, "sin": np.sin, "cos": np.cos,
         "tan": np.tan, "tanh": np.tanh, "sqrt": np.sqrt, "erf": _numpy_erf(), "pow": np.power,
-        "fabs": np.abs, "fmax": np.fmax, "fmin": np.fmin, "where": np.where,
+        "fabs": np.abs, "fmax": np.fmax, "fmin": np.fmin, "where": np.where, "log2": np.log2,
+        "log10": np.log10, "asin": np.arcsin, "acos": np.arccos, "atan": np.arctan, "sinh": np.sinh,
+        "cosh": np.cosh, "asinh": np.arcsinh, "acosh": np.arccosh, "atanh": np.arctanh,
+        "floor": np.floor, "ceil": np.ceil, "rint": np.rint, "atan2": np.arctan2, "hypot": np.hypot,
     }  # fmt: skip
     assert set(namespace) == set(SCALAR_FUNCTIONS)
     return namespace
@@ -259,7 +281,8 @@ def _numpy_scalar_namespace():
 
 SCALAR_POINTS = {
     "log": (0.2, 3.0), "log1p": (-0.5, 3.0), "sqrt": (0.1, 4.0), "tan": (-1.2, 1.2),
-    "power": (0.2, 3.0), "pow": (0.2, 3.0),
+    "power": (0.2, 3.0), "pow": (0.2, 3.0), "log2": (0.2, 3.0), "log10": (0.2, 3.0),
+    "arcsin": (-0.9, 0.9), "arccos": (-0.9, 0.9), "arctanh": (-0.9, 0.9), "arccosh": (1.1, 4.0),
 }  # fmt: skip
 
 
@@ -302,3 +325,30 @@ def test_scalar_form_propagates_nan_like_numpy(name):
     }
     expected = getattr(np, name)(scope["u"], scope["v"])
     np.testing.assert_array_equal(eval(rule(name).scalar[0], scope), expected)
+
+
+NAN_PARAMS = {"power": [{"p": 2.0}, {"p": 2.5}, {"p": 0.0}]}
+# (rule, NaN argument, derivative) whose derivative does not depend on that argument: the slope
+# of a linear function is a constant, NaN or not (JAX and PyTorch agree).
+CONSTANT_SLOPES = {("identity", 0, 0), ("negative", 0, 0), ("mul", 0, 0), ("mul", 1, 1), ("div", 0, 0)}
+CONSTANT_SLOPES |= {(name, p, d) for name in ("add", "sub") for p in (0, 1) for d in (0, 1)}
+
+
+@pytest.mark.parametrize("name", sorted(n for n in UNARY if not UNARY[n].user) + sorted(BINARY))
+def test_nan_propagates_through_every_value_and_derivative(ops, on_device, name):
+    """A NaN input gives a NaN value and NaN derivatives, as NumPy's functions do (x**0 is the
+    one exception NumPy makes: nan**0 == 1, whose derivative 0 becomes NaN here)."""
+    found = rule(name)
+    for params in NAN_PARAMS.get(name, [{}]):
+        for position in range(found.arity):
+            args = [np.full((2, 3), 0.5) for _ in range(found.arity)]
+            args[position] = np.full((2, 3), np.nan)
+            with np.errstate(all="ignore"):
+                y, *derivatives = (to_numpy(a) for a in ops.elementwise(name, *map(on_device, args), **params))
+            if not (name == "power" and params["p"] == 0.0):
+                assert np.isnan(y).all(), (name, params, position, "value")
+            for i, d in enumerate(derivatives):
+                if (name, position, i) in CONSTANT_SLOPES:
+                    assert not np.isnan(d).any(), (name, position, i)
+                else:
+                    assert np.isnan(d).all(), (name, params, position, f"derivative {i}")
