@@ -1,16 +1,26 @@
 """batchjac: batched Jacobians on the GPU and the CPU.
 
 ``bj.jacobian(f, x)`` gives the Jacobians of ``f`` at every sample of a batch ``x`` as one
-``(B, *out_shape, *in_shape)`` array (numerator layout, batch axis first); structured
-Jacobians (``Dense``, ``Diagonal``, ``Shared``, ``Identity``) keep them compact, and a
-dispatch layer runs the work on NumPy (CPU), CuPy or numba-CUDA (NVIDIA GPUs).
+``(B, *out_shape, *in_shape)`` array (numerator layout, batch axis first). ``f`` may be
+written with NumPy or with batchjac's array functions: it is traced into a program whose
+structured local Jacobians (``Dense``, ``Diagonal``, ``Shared``, ``Identity``, ...) are
+assembled in the cheapest order; black boxes get numerical Jacobians. A dispatch layer runs
+the work on NumPy (CPU), CuPy or numba-CUDA (NVIDIA GPUs).
 """
 
 from batchjac.api import (
     elementwise,
+    grad,
+    hessian,
+    hvp,
     jacobian,
+    jvp,
     register_elementwise,
+    sparsity,
+    trace,
     value_and_jacobian,
+    vhp,
+    vjp,
 )
 from batchjac.backends.dispatch import available_backends, use_backend
 from batchjac.checking import check_jacobian
@@ -22,124 +32,23 @@ from batchjac.core.errors import (
     NumericalFallbackWarning,
     TraceError,
 )
-from batchjac.exact.functions import (
-    abs,
-    add,
-    cos,
-    det,
-    divide,
-    dot,
-    elu,
-    exp,
-    expm1,
-    gelu,
-    leaky_relu,
-    linear,
-    log,
-    log1p,
-    log_softmax,
-    matmul,
-    maximum,
-    mean,
-    minimum,
-    multiply,
-    negative,
-    power,
-    quadratic_form,
-    reciprocal,
-    relu,
-    reshape,
-    sigmoid,
-    sin,
-    slogdet,
-    softmax,
-    softplus,
-    sqrt,
-    square,
-    subtract,
-    sum,
-    take,
-    tan,
-    tanh,
-    transpose,
-    where,
-)
+from batchjac.exact.ir import Program
+from batchjac.exact.ops import *  # noqa: F403 - the array functions (bj.exp, bj.sum, bj.stack, ...)
+from batchjac.exact.ops import PUBLIC as _ARRAY_FUNCTIONS
 from batchjac.integrations import interop
 from batchjac.integrations.dask import RechunkWarning
 from batchjac.integrations.interop import like, to_framework
 from batchjac.numerical.device_jacobian import device_jacobian
 from batchjac.structured.chain import chain, chain_jvp, chain_plan, chain_vjp
 from batchjac.structured.types import Dense, Diagonal, Gather, Identity, Jacobian, Shared
+from batchjac.structured.types import BlockDiagonal, Kronecker, Sparse
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 __all__ = [
-    "Gather",
-    "RechunkWarning",
-    "to_framework",
-    "like",
-    "interop",
-    "device_jacobian",
-    "BackendUnavailableError",
-    "Dense",
-    "DeviceMismatchError",
-    "Diagonal",
-    "Identity",
-    "Jacobian",
-    "NumericalFallbackWarning",
-    "NotComplexSafeError",
-    "Shared",
-    "TraceError",
-    "abs",
-    "add",
-    "available_backends",
-    "chain",
-    "chain_jvp",
-    "chain_plan",
-    "chain_vjp",
-    "check_jacobian",
-    "cos",
-    "det",
-    "divide",
-    "dot",
-    "elementwise",
-    "elu",
-    "exp",
-    "expm1",
-    "gelu",
-    "jacobian",
-    "leaky_relu",
-    "linear",
-    "log",
-    "log1p",
-    "log_softmax",
-    "matmul",
-    "maximum",
-    "mean",
-    "minimum",
-    "multiply",
-    "negative",
-    "power",
-    "quadratic_form",
-    "reciprocal",
-    "register_elementwise",
-    "relu",
-    "reshape",
-    "sigmoid",
-    "sin",
-    "slogdet",
-    "softmax",
-    "softplus",
-    "sqrt",
-    "square",
-    "subtract",
-    "sum",
-    "take",
-    "tan",
-    "tanh",
-    "to_device",
-    "transpose",
-    "use_backend",
-    "value_and_jacobian",
-    "where",
-]
+    "BackendUnavailableError", "BlockDiagonal", "Kronecker", "Sparse", "Dense", "DeviceMismatchError", "Diagonal", "Gather", "Identity", "Jacobian",
+    "NotComplexSafeError", "NumericalFallbackWarning", "Program", "RechunkWarning", "Shared", "TraceError",
+    "available_backends", "chain", "chain_jvp", "chain_plan", "chain_vjp", "check_jacobian", "device_jacobian",
+    "elementwise", "interop", "jacobian", "like", "register_elementwise", "to_device", "to_framework", "trace",
+    "use_backend", "value_and_jacobian", "grad", "hessian", "hvp", "jvp", "vhp", "vjp", "sparsity", *_ARRAY_FUNCTIONS,
+]  # fmt: skip

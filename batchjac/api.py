@@ -1,241 +1,260 @@
-"""The front door: ``bj.jacobian``, ``bj.value_and_jacobian``, ``bj.elementwise``,
-``bj.register_elementwise``."""
+"""The front door: routing of the public functions to the engine and the integrations.
+
+``bj.jacobian``, ``bj.value_and_jacobian``, ``bj.trace``, ``bj.elementwise``,
+``bj.register_elementwise``. Each validates what is its own (``framework=``, Dask arrays)
+and hands the rest to :mod:`batchjac.engine`; the work happens below.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import numbers
-import warnings
+from typing import Any, Callable
 
 import numpy as np
 
-from batchjac.backends.dispatch import select_backend, use_backend
-from batchjac.core.arrays import as_float_array, common_batch, device_of, flatten_samples, float_dtype
+from batchjac import engine
+from batchjac.backends.dispatch import select_backend
+from batchjac.core.arrays import as_float_array, flatten_samples
 from batchjac.core.elementwise_rules import BINARY, UNARY, ElementwiseRule, rule
-from batchjac.core.errors import NumericalFallbackWarning, TraceError
-from batchjac.exact.tracing import Traced, assemble, trace
+from batchjac.exact.capture import capture, unflatten
+from batchjac.core.errors import TraceError
+from batchjac.exact.ir import Program
+from batchjac.exact.tracer import Tracer
+from batchjac.exact.ops.elementwise import _unary
+from batchjac.exact.ops.shapes import trace as matrix_trace
+from batchjac.exact.primitives.elementwise import ensure_rule
 from batchjac.integrations import dask as dask_support
 from batchjac.integrations import interop
 from batchjac.structured.types import Diagonal
+from batchjac.transforms import grad, hessian, hvp, jvp, vhp, vjp  # noqa: F401 - routed as they are
 
-METHODS = ("auto", "exact", "complex-step", "central", "forward")
-NUMERICAL_METHODS = ("complex-step", "central", "forward")
-LAYOUTS = ("numerator", "denominator")
-
-
-def jacobian(
-    f,
-    x,
-    *args,
-    argnums=0,
-    method="auto",
-    layout="numerator",
-    backend=None,
-    chunk_size=None,
-    structured=False,
-    progress=None,
-    framework=None,
-):
+def jacobian(f: Callable, x: Any, *args: Any, argnums=0, method: str = "auto", layout: str = "numerator",
+             backend: str | None = None, chunk_size: int | None = None, structured: bool = False,
+             progress: bool | None = None, framework: str | None = None, per_sample: bool = False,
+             in_axes=None, has_aux: bool = False, fuse="auto", **kwargs: Any):  # fmt: skip
     """Batched Jacobian of ``f`` at every sample of ``x``.
 
-    ``f`` maps a batch ``(B, *in_shape)`` to ``(B, *out_shape)`` sample by sample; extra
-    positional ``args`` are passed through, and ``argnums`` (int or tuple) picks the
-    differentiated ones (every one carries the batch axis; a tuple gives a tuple).
+    Parameters
+    ----------
+    f : callable
+        Maps a batch ``(B, *in_shape)`` to ``(B, *out_shape)`` sample by sample (or, with
+        ``per_sample=True``, one sample ``in_shape -> out_shape``, as for ``jax.vmap``). Written
+        with NumPy, batchjac's array functions or both; it is traced when it can be.
+    x, *args : arrays
+        The arguments of ``f``. Differentiated ones (``argnums``) carry the batch axis; each may
+        be a dict, list or tuple of arrays (the Jacobian then has the same structure).
+    argnums : int or tuple of int
+        Which arguments to differentiate; a tuple gives a tuple of Jacobians.
+    method : {"auto", "exact", "complex-step", "central", "forward"}
+        ``"exact"`` traces ``f``; the numerical methods work on any NumPy/CuPy ``f``;
+        ``"auto"`` is exact when ``f`` traces and numerical otherwise, with a
+        :class:`~batchjac.NumericalFallbackWarning` saying which call did not trace.
+    layout : {"numerator", "denominator"}
+        ``(B, *out_shape, *in_shape)`` or ``(B, *in_shape, *out_shape)``.
+    backend : str, optional
+        ``"numpy"``, ``"cupy"`` or ``"numba"``; it wins over ``bj.use_backend`` and
+        ``BATCHJAC_BACKEND`` for the whole call.
+    chunk_size : int, optional
+        Columns (numerical) per pass; None picks it from free memory.
+    structured : bool
+        Return a :class:`~batchjac.Jacobian` ``(B, m, n)`` over the flattened sample shapes
+        (exact only), whose ``plan`` says how it was assembled.
+    progress : bool, optional
+        A progress bar for long computations (None: only on a terminal).
+    framework : str, optional
+        ``"numpy"``, ``"cupy"``, ``"torch"``, ``"jax"`` or ``"input"`` (the framework of ``x``):
+        results given back zero-copy through DLPack.
+    per_sample : bool
+        ``f`` is written for one sample; ``in_axes`` (one entry per argument: 0 batched, None
+        shared) says which arguments carry the batch. A differentiated shared argument gives
+        per-sample gradients ``(B, *out_shape, *param_shape)``.
+    has_aux : bool
+        ``f`` returns ``(output, aux)``; the result is ``(J, aux)``.
+    fuse : {"auto", True, False}
+        Compile the traced program into one numba kernel (True), assemble the structured
+        chain (False), or let the planner decide.
+    **kwargs
+        Passed to ``f`` unchanged (not differentiated).
 
-    Returns ``(B, *out_shape, *in_shape)`` (``layout="numerator"``) or
-    ``(B, *in_shape, *out_shape)`` (``"denominator"``). ``method``: ``"exact"`` traces
-    ``f`` written with batchjac's array functions; ``"complex-step"``, ``"central"``,
-    ``"forward"`` are numerical for any NumPy/CuPy ``f``; ``"auto"`` is exact when ``f``
-    traces and numerical otherwise, with a :class:`NumericalFallbackWarning`.
-    ``structured=True`` (exact only: ``f`` must trace) returns a :class:`bj.Jacobian`
-    ``(B, m, n)`` (``(B, n, m)`` for the denominator layout) over the
-    flattened sample shapes, whose ``plan`` tells how it was assembled. ``chunk_size``
-    and ``progress`` bound and report numerical assembly. ``framework`` gives the results
-    back as ``"numpy"``, ``"cupy"``, ``"torch"`` or ``"jax"`` arrays, or ``"input"`` for the
-    framework of ``x`` (zero-copy through DLPack, on the same device). A Dask array ``x``
-    gives lazy Dask arrays, computed block by block over the batch.
+    Returns
+    -------
+    array, tuple of arrays, or bj.Jacobian
+        The Jacobian(s); with ``has_aux``, ``(J, aux)``. A Dask ``x`` gives lazy Dask arrays.
 
+    Raises
+    ------
+    TraceError
+        ``method="exact"`` and ``f`` does not trace.
+    ValueError, TypeError
+        Bad arguments (the message names the argument, what was expected and what came).
+    MemoryError
+        The request cannot fit even chunked (raised before allocating).
+
+    Examples
+    --------
     >>> import numpy as np, batchjac as bj
     >>> w = np.array([1.0, 2.0, 3.0])
     >>> bj.jacobian(lambda x: bj.dot(x, w), np.array([[5.0, 8.0, -1.0]])).tolist()
     [[1.0, 2.0, 3.0]]
+    >>> bj.jacobian(lambda q: np.sin(q) * 2, np.zeros((1, 2))).tolist()  # NumPy traces too
+    [[[2.0, 0.0], [0.0, 2.0]]]
     """
-    return value_and_jacobian(
-        f,
-        x,
-        *args,
-        argnums=argnums,
-        method=method,
-        layout=layout,
-        backend=backend,
-        chunk_size=chunk_size,
-        structured=structured,
-        progress=progress,
-        framework=framework,
-    )[1]
+    keywords = dict(argnums=argnums, method=method, layout=layout, backend=backend, chunk_size=chunk_size,
+                    structured=structured, progress=progress, per_sample=per_sample, in_axes=in_axes,
+                    has_aux=has_aux, fuse=fuse)  # fmt: skip
+    value, jacobians, aux = _call(f, x, args, kwargs, keywords, framework)
+    return (jacobians, aux) if has_aux else jacobians
 
 
-def value_and_jacobian(
-    f,
-    x,
-    *args,
-    argnums=0,
-    method="auto",
-    layout="numerator",
-    backend=None,
-    chunk_size=None,
-    structured=False,
-    progress=None,
-    framework=None,
-):
-    """``(f(x, *args), jacobian(f, x, *args, ...))`` from one evaluation; same keywords.
+def value_and_jacobian(f: Callable, x: Any, *args: Any, argnums=0, method: str = "auto",
+                       layout: str = "numerator", backend: str | None = None, chunk_size: int | None = None,
+                       structured: bool = False, progress: bool | None = None, framework: str | None = None,
+                       per_sample: bool = False, in_axes=None, has_aux: bool = False, fuse="auto",
+                       **kwargs: Any):  # fmt: skip
+    """``(f(x, *args), jacobian(f, x, *args, ...))`` from one evaluation; the keywords of
+    :func:`jacobian`. With ``has_aux=True``: ``((value, aux), J)``, as ``jax.value_and_grad``.
 
+    Returns
+    -------
+    tuple
+        ``(value, J)``: ``value`` ``(B, *out_shape)`` and the Jacobian(s) as :func:`jacobian`.
+
+    Examples
+    --------
     >>> import numpy as np, batchjac as bj
     >>> y, J = bj.value_and_jacobian(lambda x: x + x**2, np.array([[1.0, 2.0]]))
     >>> y.tolist(), J.tolist()
     ([[2.0, 6.0]], [[[3.0, 0.0], [0.0, 5.0]]])
     """
-    keywords = dict(argnums=argnums, method=method, layout=layout, backend=backend,
-                    chunk_size=chunk_size, structured=structured, progress=progress)  # fmt: skip
+    keywords = dict(argnums=argnums, method=method, layout=layout, backend=backend, chunk_size=chunk_size,
+                    structured=structured, progress=progress, per_sample=per_sample, in_axes=in_axes,
+                    has_aux=has_aux, fuse=fuse)  # fmt: skip
+    value, jacobians, aux = _call(f, x, args, kwargs, keywords, framework)
+    return ((value, aux), jacobians) if has_aux else (value, jacobians)
+
+
+def _call(f, x, args, kwargs, keywords, framework):
     if framework is not None:
         if framework != "input" and framework not in interop.FRAMEWORKS:
             raise ValueError(
                 f"framework: expected 'input' or one of {', '.join(map(repr, interop.FRAMEWORKS))}, got {framework!r}"
             )
-        if structured:
-            raise ValueError(
-                "framework= converts arrays; structured=True returns a bj.Jacobian (use J.to_dense())"
-            )
+        if keywords["structured"]:
+            raise ValueError("framework= converts arrays; structured=True returns a bj.Jacobian (use J.to_dense())")
     if dask_support.has_dask_array(x, *args):  # lazy, blockwise over the batch
         if framework is not None:
             raise ValueError("framework= does not apply to Dask arrays: the result is a Dask array")
-        return dask_support.value_and_jacobian(f, x, *args, **keywords)
-    result = _value_and_jacobian(f, x, *args, **keywords)
+        unsupported = [k for k in ("per_sample", "has_aux") if keywords[k]] + (["keyword arguments to f"] if kwargs else [])
+        if unsupported:
+            raise ValueError(f"{', '.join(unsupported)}: not available with Dask arrays; map bj.jacobian over the blocks yourself")
+        dask_keywords = {k: v for k, v in keywords.items() if k not in ("per_sample", "in_axes", "has_aux", "fuse")}
+        value, jacobians = dask_support.value_and_jacobian(f, x, *args, **dask_keywords)
+        return value, jacobians, None
+    value, jacobians, aux = engine.value_and_jacobian(f, x, *args, kwargs=kwargs, **keywords)
     if framework is None:
-        return result
-    return interop.to_framework(result, interop.framework_of(x) if framework == "input" else framework)
+        return value, jacobians, aux
+    target = interop.framework_of(x) if framework == "input" else framework
+    return interop.to_framework(value, target), interop.to_framework(jacobians, target), aux
 
 
-def _value_and_jacobian(f, x, *args, argnums, method, layout, backend, chunk_size, structured, progress):
-    single = isinstance(argnums, numbers.Integral)
-    argnums, call_args = _check_call(f, (x, *args), argnums, method, layout, structured)
-    select_backend(
-        *(call_args[i] for i in argnums), backend=backend, names=[_arg_name(i) for i in argnums]
-    )  # device and backend checks
-    if structured:
-        method = "exact"  # a structured Jacobian only comes from tracing: no numerical fallback
-    auto = method == "auto"
-    if method in ("auto", "exact"):
-        try:
-            value, jacobians = _exact(f, call_args, argnums, backend)
-        except TraceError as err:
-            if not auto:
-                raise
-            _warn_fallback(f"{getattr(f, '__name__', 'f')} does not trace ({err})", "complex-step")
-            method = "complex-step"
-        else:
-            return value, _finish(value, jacobians, call_args, argnums, layout, structured, single)
-    from batchjac.numerical.differences import NotComplexSafeError, numerical_value_and_jacobian
+def trace(f: Callable, x: Any = None, *args: Any, argnums=0, per_sample: bool = False, in_axes=None,
+          has_aux: bool = False, **kwargs: Any) -> Program:  # fmt: skip
+    """The program ``f`` computes, as recorded by tracing it at ``x`` (per-sample shapes).
 
-    def numerical(method):
-        return numerical_value_and_jacobian(
-            f, call_args, argnums, method, backend=backend, chunk_size=chunk_size, progress=progress
-        )
+    (Called on an array instead of a function, ``bj.trace(X, offset=0, axis1=-2, axis2=-1)``
+    is the matrix trace of each sample, as ``numpy.trace``.)
 
-    try:
-        value, jacobians = numerical(method)
-    except NotComplexSafeError as err:
-        if not auto:
-            raise
-        _warn_fallback(f"f is not complex-safe ({err})", "central")
-        value, jacobians = numerical("central")
-    return value, _finish(value, jacobians, call_args, argnums, layout, False, single)
+    ``print(program)`` lists its equations, one line per primitive with shapes (``B`` marks the
+    batch axis); weights ``f`` uses are constants of the program, not baked into it, and
+    ``program.hash`` is structural: equal for the same function on other weights or batch
+    sizes, different for a different graph.
 
+    Parameters
+    ----------
+    f, x, *args, argnums, per_sample, in_axes, has_aux, **kwargs
+        As for :func:`jacobian`; the arguments at ``argnums`` are the program's inputs.
 
-def _warn_fallback(reason, method):
-    warnings.warn(f"{reason}; using method={method!r}", NumericalFallbackWarning, stacklevel=4)
+    Returns
+    -------
+    Program
 
+    Raises
+    ------
+    TraceError
+        ``f`` does not trace (the message names the call).
 
-def _arg_name(i):
-    return "x" if i == 0 else f"argument {i}"
-
-
-def _check_call(f, args, argnums, method, layout, structured):
+    Examples
+    --------
+    >>> import numpy as np, batchjac as bj
+    >>> W = np.ones((4, 3))
+    >>> print(bj.trace(lambda x: np.tanh(x @ W.T), np.ones((2, 3))))
+    program(x: f64[B,3])
+      consts c0: f64[3,4]
+      v1: f64[B,4] = matmul(x, c0)
+      v2: f64[B,4] = tanh(v1)
+      return v2
+    """
     if not callable(f):
-        raise TypeError(f"f: expected a callable, got {type(f).__name__}")
-    if method not in METHODS:
-        raise ValueError(f"method: expected one of {', '.join(map(repr, METHODS))}, got {method!r}")
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout: expected 'numerator' or 'denominator', got {layout!r}")
-    if structured and method in NUMERICAL_METHODS:
-        raise ValueError(f"structured=True needs the exact method, got method={method!r}")
-    nums = (argnums,) if isinstance(argnums, numbers.Integral) else tuple(argnums)
-    if (
-        not nums
-        or any(not isinstance(i, numbers.Integral) or not 0 <= i < len(args) for i in nums)
-        or len(set(nums)) != len(nums)
-    ):
-        raise ValueError(
-            f"argnums: expected distinct positions among the {len(args)} arguments, got {argnums!r}"
-        )
-    args = list(args)
-    for i in nums:
-        args[i] = as_float_array(args[i], _arg_name(i))
-    common_batch([args[i] for i in nums], [_arg_name(i) for i in nums])
-    return tuple(int(i) for i in nums), tuple(args)
+        return matrix_trace(f, *((x,) if x is not None else ()), *args, **kwargs)
+    options = engine.check_options(f, (x, *args), argnums=argnums, per_sample=per_sample, in_axes=in_axes, has_aux=has_aux)
+    call_args = engine._prepared((x, *args), options)
+    names = ["x" if i == 0 else f"a{i}" for i in options.argnums]
+    captured = capture(f, call_args, kwargs, options.argnums, per_sample=options.per_sample,
+                       in_axes=options.in_axes, has_aux=options.has_aux)  # fmt: skip
+    program = captured.program
+    if len(names) == len(program.inputs):
+        program.input_names = tuple(names)
+    return program
 
 
-def _exact(f, args, argnums, backend):
-    context = use_backend(backend) if backend is not None else contextlib.nullcontext()
-    with context:
-        out, inputs = trace(f, args, argnums)
-        if not isinstance(out, Traced):
-            raise TraceError(
-                "f returned an array that does not depend on its traced inputs through batchjac's "
-                "array functions (it may have used NumPy on them)"
-            )
-        value = out.value
-        batch = args[argnums[0]].shape[0]
-        _check_output(value, batch)
-        jacobians, plan = assemble(
-            out.node, inputs, batch, value.dtype, device_of(value), chain=_chain_product
-        )
-        for J in jacobians:
-            J.plan = plan
-        return value, jacobians
+def sparsity(f: Callable, x: Any, *args: Any, argnums=0, per_sample: bool = False, in_axes=None,
+             format: str = "dense", **kwargs: Any):  # noqa: A002 - NumPy's word  # fmt: skip
+    """The per-sample sparsity pattern of the Jacobian of ``f``, from its traced program alone
+    (no derivative is evaluated): ``P[i, j]`` is True where output entry ``i`` may depend on
+    input entry ``j`` (flattened, row-major).
 
+    The pattern is structural: a superset of the entries that are nonzero at any input (an
+    entry that cancels numerically stays in it). It serves ``bj.jacobian(f, x,
+    method="central", sparsity=P)`` for colouring.
 
-def _chain_product(factors):
-    """The product of a chain of local Jacobians in the planner's cheapest order."""
-    from batchjac.structured.chain import chain, chain_plan
+    Parameters
+    ----------
+    f, x, *args, argnums, per_sample, in_axes, **kwargs
+        As for :func:`jacobian`; ``f`` must trace.
+    format : {"dense", "csr"}
+        A boolean NumPy array ``(m, n)`` or a SciPy ``csr_array`` (for large patterns).
 
-    return chain(*factors, order="optimal"), chain_plan(*factors)
+    Returns
+    -------
+    array or tuple of arrays
+        One pattern per ``argnums`` entry (a tuple for a tuple).
 
+    Examples
+    --------
+    >>> import numpy as np, batchjac as bj
+    >>> P = bj.sparsity(lambda x: x[:, 1:] - x[:, :-1], np.zeros((2, 4)))
+    >>> P.astype(int).tolist()
+    [[1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1]]
+    """
+    from batchjac.exact.interpret.sparsity import sparsity_pattern
 
-def _check_output(value, batch):
-    if value.ndim == 0 or value.shape[0] != batch:
-        raise ValueError(
-            f"f: expected an output with the batch axis first, ({batch}, ...), got shape {tuple(value.shape)}"
-        )
-    float_dtype(value.dtype, "f's output")
-
-
-def _finish(value, jacobians, args, argnums, layout, structured, single):
-    out_shape = value.shape[1:]
-    results = []
-    for i, J in zip(argnums, jacobians):
-        if structured:
-            results.append(J.T if layout == "denominator" else J)
-            continue
-        in_shape = args[i].shape[1:]
-        dense = J.to_dense() if not hasattr(J, "ndim") else J
-        dense = dense.reshape(value.shape[0], *out_shape, *in_shape)
-        if layout == "denominator":
-            n_out, n_in = len(out_shape), len(in_shape)
-            axes = (0, *range(1 + n_out, 1 + n_out + n_in), *range(1, 1 + n_out))
-            dense = dense.transpose(axes)
-        results.append(dense)
-    return results[0] if single else tuple(results)
+    if format not in ("dense", "csr"):
+        raise ValueError(f"format: expected 'dense' or 'csr', got {format!r}")
+    options = engine.check_options(f, (x, *args), argnums=argnums, per_sample=per_sample, in_axes=in_axes)
+    call_args = engine._prepared((x, *args), options)
+    captured = capture(f, call_args, kwargs, options.argnums, per_sample=options.per_sample, in_axes=options.in_axes)
+    program = captured.program
+    pattern = sparsity_pattern(program)
+    patterns, start = [], 0
+    for v in program.inputs:
+        block = pattern[:, start : start + v.size]
+        patterns.append(block.tocsr() if format == "csr" else block.toarray())
+        start += v.size
+    it = iter(patterns)
+    per_argument = [
+        next(it) if tree[0] == "leaf" else unflatten(tree, [next(it) for _ in range(engine._count(tree))])
+        for tree in captured.trees
+    ]
+    return per_argument[0] if options.single else tuple(per_argument)
 
 
 # --------------------------------------------------------------------------------------
@@ -243,20 +262,40 @@ def _finish(value, jacobians, args, argnums, layout, structured, single):
 # --------------------------------------------------------------------------------------
 
 
-def elementwise(name, *args, backend=None, **params):
+def elementwise(name: str, *args: Any, backend: str | None = None, **params: Any):
     """Value and diagonal Jacobian(s) of an element-wise operation, in one pass.
 
-    Unary (``"tanh"``, ``"relu"``, ... or a registered name): ``x (B, ...) -> (y, D)``.
-    Binary (``"add"``, ``"sub"``, ``"mul"``, ``"div"``, ``"maximum"``, ``"minimum"``,
-    ``"pow"``): ``(u, v) -> (y, Du, Dv)`` for ``u`` and ``v`` of one shape. Each ``D`` is a
-    :class:`bj.Diagonal` ``(B, n)`` over the flattened sample, never ``(B, n, n)``.
+    Parameters
+    ----------
+    name : str
+        A unary rule (``"tanh"``, ``"relu"``, ... or a registered one): ``x -> (y, D)``; or a
+        binary one (``"add"``, ``"sub"``, ``"mul"``, ``"div"``, ``"maximum"``, ``"minimum"``,
+        ``"pow"``, ``"arctan2"``, ``"hypot"``, ``"logaddexp"``): ``(u, v) -> (y, Du, Dv)`` for
+        ``u`` and ``v`` of one shape.
+    *args : arrays ``(B, ...)``
+    backend : str, optional
+    **params
+        The rule's parameters (``alpha`` of ``leaky_relu``, ``p`` of ``power``).
 
+    Returns
+    -------
+    tuple
+        ``(y, D, ...)``: each ``D`` a :class:`bj.Diagonal` ``(B, n)`` over the flattened sample,
+        never ``(B, n, n)``.
+
+    Examples
+    --------
     >>> import numpy as np, batchjac as bj
     >>> y, D = bj.elementwise("tanh", np.zeros((2, 3)))
     >>> D.shape, D.diagonal().tolist()
     ((2, 3, 3), [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
     """
     found = rule(name)
+    if any(isinstance(a, Tracer) for a in args):
+        raise TraceError(
+            f"bj.elementwise({name!r}, ...) returns values and derivative arrays, which do not trace; "
+            f"inside f use the function itself (bj.{name} or its NumPy equivalent)"
+        )
     if len(args) != found.arity:
         raise TypeError(f"elementwise {name!r}: expected {found.arity} array argument(s), got {len(args)}")
     unknown = set(params) - set(found.params)
@@ -264,6 +303,10 @@ def elementwise(name, *args, backend=None, **params):
         raise TypeError(
             f"elementwise {name!r}: unknown parameter(s) {sorted(unknown)}; it takes {sorted(found.params) or 'none'}"
         )
+    for key, value in params.items():
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise TypeError(f"elementwise {name!r}: {key} must be a real number, got {value!r}")
+    params = {k: float(v) for k, v in params.items()}
     arrays = [as_float_array(a, n) for a, n in zip(args, ("x",) if found.arity == 1 else ("u", "v"))]
     if any(a.ndim == 0 for a in arrays):
         raise ValueError(f"elementwise {name!r}: expected arrays with a batch axis (B, ...)")
@@ -277,14 +320,22 @@ def elementwise(name, *args, backend=None, **params):
     return (y, *(Diagonal(flatten_samples(d)) for d in partials))
 
 
-def register_elementwise(name, f, df):
+def register_elementwise(name: str, f: Callable[[float], float], df: Callable[[float], float]) -> Callable:
     """Register a user element-wise function from scalar Python functions ``f`` and ``df``.
 
-    Both must be compilable by numba (``math`` functions, arithmetic, branches). On the
-    CPU they run as numba-vectorized ufuncs (float32 and float64). Afterwards
-    ``bj.elementwise(name, x)`` gives ``(f(x), Diagonal(df(x)))``, and the returned
-    traceable function works inside ``bj.jacobian``.
+    Both must be compilable by numba (``math`` functions, arithmetic, branches). On the CPU
+    they run as numba-vectorized ufuncs (float32 and float64), on the GPU as one fused
+    numba-CUDA kernel. Afterwards ``bj.elementwise(name, x)`` gives ``(f(x), Diagonal(df(x)))``,
+    and the returned function traces inside ``bj.jacobian`` (first derivatives; a compiled
+    scalar function has no traced derivative for second ones).
 
+    Returns
+    -------
+    callable
+        The traceable function ``x -> f(x)`` element-wise.
+
+    Examples
+    --------
     >>> import math, numpy as np, batchjac as bj
     >>> swish = bj.register_elementwise("swish_doc", lambda x: x / (1 + math.exp(-x)),
     ...     lambda x: (1 + math.exp(-x) + x * math.exp(-x)) / (1 + math.exp(-x)) ** 2)
@@ -298,7 +349,7 @@ def register_elementwise(name, f, df):
     value_ufunc = _compile_ufunc(f, "f")
     derivative_ufunc = _compile_ufunc(df, "df")
 
-    def generate(xp, x):
+    def array_form(xp, x):
         if xp is np:
             yield value_ufunc(x)
             yield derivative_ufunc(x)
@@ -308,11 +359,10 @@ def register_elementwise(name, f, df):
             yield from user_elementwise(f, df, x)
 
     UNARY[name] = ElementwiseRule(
-        name, 1, generate, {}, f"user function {name}", user=True, functions=(f, df)
+        name, 1, None, {}, f"user function {name}", user=True, functions=(f, df), array=array_form
     )
-    from batchjac.exact.functions import _unary_function
-
-    return _unary_function(name)
+    ensure_rule(name)
+    return _unary(name)
 
 
 def _compile_ufunc(fn, what):
@@ -324,3 +374,9 @@ def _compile_ufunc(fn, what):
         return numba.vectorize(["float32(float32)", "float64(float64)"])(fn)
     except Exception as err:  # numba's typing errors are many; report them as one
         raise TypeError(f"{what}: numba cannot compile it as a scalar function of a float: {err}") from err
+
+
+__all__ = [
+    "jacobian", "value_and_jacobian", "trace", "elementwise", "register_elementwise", "grad", "hessian", "hvp",
+    "jvp", "vhp", "vjp", "sparsity",
+]  # fmt: skip

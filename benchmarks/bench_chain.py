@@ -29,6 +29,7 @@ import os
 import platform
 from pathlib import Path
 
+import harness
 import numpy as np
 from harness import CpuDevice, median_seconds, openblas_core
 from harness import measure_ceilings as measure_device_ceilings
@@ -36,7 +37,7 @@ from harness import measure_ceilings as measure_device_ceilings
 import batchjac as bj
 
 ORDERS = ("optimal", "forward", "reverse")
-DEFAULT_OUT = Path(__file__).parent / "results" / "chain_cpu.json"
+DEFAULT_OUT = harness.DEFAULT_OUT / "chain_cpu.json"
 
 
 def measure_ceilings(quick):

@@ -16,7 +16,7 @@ block is checked bit for bit against the in-memory call.
 
     python benchmarks/bench_dask.py [--quick] [--repeats N] [--out PATH]
 
-The JSON goes to ``benchmarks/results/dask_cpu.json`` with the machine's description.
+The JSON goes to ``./batchjac-bench/dask_cpu.json`` (``--out``) with the machine's description.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from harness import DEFAULT_OUT
 
 import batchjac as bj
 
@@ -120,7 +121,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="20,000 samples in blocks of 2,500")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "dask_cpu.json"))
+    parser.add_argument("--out", default=str(DEFAULT_OUT / "dask_cpu.json"))
     args = parser.parse_args(argv)
     size, chunk = (20_000, 2_500) if args.quick else (100_000, 10_000)
     x, (W, b) = batch(size, chunk), weights()

@@ -17,7 +17,7 @@ import platform
 from pathlib import Path
 
 import numpy as np
-from harness import CpuDevice, host_seconds
+from harness import DEFAULT_OUT, CpuDevice, host_seconds
 
 import batchjac as bj
 
@@ -43,9 +43,7 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=100_000)
     parser.add_argument("--n", type=int, default=1_000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument(
-        "--out", type=Path, default=Path(__file__).parent / "results" / "exact_memory_cpu.json"
-    )
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT / "exact_memory_cpu.json")
     args = parser.parse_args(argv)
 
     x = np.random.default_rng(0).uniform(-2, 2, (args.batch, args.n)).astype(np.float32)

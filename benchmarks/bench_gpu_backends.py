@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from harness import DEFAULT_OUT
 
 from batchjac.backends import autotune, dispatch
 
-RESULTS = Path(__file__).parent / "results"
 GPU_BACKENDS = ("cupy", "numba")
 
 
@@ -76,7 +76,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument(
-        "--out", type=Path, default=None, help="JSON report (default: results/gpu_backends_<gpu>.json)"
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON report (default: ./batchjac-bench/gpu_backends_<gpu>.json)",
     )
     args = parser.parse_args(argv)
     problem = dispatch.backend_problem("cupy")
@@ -112,7 +115,7 @@ def main(argv=None) -> int:
         "dispatch_serving": {prim: order[0] for prim, order in chosen.items()},
     }
     slug = re.sub(r"[^a-z0-9]+", "_", identity["device"].lower()).strip("_")
-    out = args.out or RESULTS / f"gpu_backends_{slug}_{dtype.name}.json"
+    out = args.out or DEFAULT_OUT / f"gpu_backends_{slug}_{dtype.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"dispatch: {report['dispatch_serving']}\nwritten to {out}")

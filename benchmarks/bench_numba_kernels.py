@@ -6,7 +6,7 @@ the scaling kernels (``scale_rows``, ``scale_cols`` of a batched ``(B, 32, 32)``
 ``B = 2**16``), in float32 and float64. Each is timed with CUDA events, the median of the
 repeats after one warm-up launch, against its floor: the bytes it must read and write over
 the device-to-device copy bandwidth measured here (a 512 MiB copy). The JSON goes to
-``benchmarks/results/numba_kernels_gpu.json`` with the device name, driver and versions.
+``./batchjac-bench/numba_kernels_gpu.json`` with the device name, driver and versions.
 
     python benchmarks/bench_numba_kernels.py [--repeats 20] [--out PATH]
 
@@ -14,7 +14,7 @@ Compiler report (``--ptx``; needs NVVM, NVRTC and ``ptxas``, no GPU): every kern
 compiled to PTX for compute capability 9.0 with representative signatures, the PTX is
 searched for ``.local`` (thread-local memory: spills or local arrays) and ``ptxas -v``
 reports registers, stack frame and spill bytes per kernel; the text goes to
-``benchmarks/results/numba_ptx_report.txt``.
+``./batchjac-bench/numba_ptx_report.txt``.
 
     python benchmarks/bench_numba_kernels.py --ptx [--out PATH]
 """
@@ -33,8 +33,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from harness import DEFAULT_OUT
 
-RESULTS = Path(__file__).parent / "results"
 COPY_BYTES = 512 << 20
 
 
@@ -143,7 +143,7 @@ def bench(repeats, out):
         "repeats": repeats,
         "results": rows,
     }
-    out = Path(out or RESULTS / "numba_kernels_gpu.json")
+    out = Path(out or DEFAULT_OUT / "numba_kernels_gpu.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}")
@@ -272,7 +272,7 @@ def ptx_report(out):
             if stores or loads or local:
                 worst.append(label)
     lines += ["", f"kernels with spills or local memory: {', '.join(worst) or 'none'}"]
-    out = Path(out or RESULTS / "numba_ptx_report.txt")
+    out = Path(out or DEFAULT_OUT / "numba_ptx_report.txt")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

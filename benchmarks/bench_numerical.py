@@ -14,7 +14,7 @@ to it, and the max error against the closed form
 
     python benchmarks/bench_numerical.py [--quick] [--out PATH]
 
-The JSON goes to ``benchmarks/results/numerical_cpu.json`` (``numerical_gpu.json`` when a GPU
+The JSON goes to ``./batchjac-bench/numerical_cpu.json`` (``numerical_gpu.json`` when a GPU
 is usable) with the machine's description.
 """
 
@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from harness import CpuDevice, current_device
+from harness import DEFAULT_OUT, CpuDevice, current_device
 from harness import copy_bandwidth as measure_copy_bandwidth
 
 from batchjac.core.arrays import namespace
@@ -140,7 +140,7 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
     gpu = gpu_device()
-    out = args.out or Path(__file__).parent / "results" / f"numerical_{'cpu' if gpu is None else 'gpu'}.json"
+    out = args.out or DEFAULT_OUT / f"numerical_{'cpu' if gpu is None else 'gpu'}.json"
     batch, repeats = (10_000, 2) if args.quick else (100_000, 3)
     report = {
         "benchmark": "numerical batched Jacobian of f(x) = tanh(x W^T + b) * x, chunk_size=None",

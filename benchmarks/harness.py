@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import statistics
+import textwrap
 import time
 import tracemalloc
 from importlib import metadata
@@ -25,6 +26,10 @@ from pathlib import Path
 import numpy as np
 
 import batchjac as bj
+
+# Where results go unless --out says otherwise: a folder under the one the command runs in,
+# never the package or the reference results kept in the repository (benchmarks/results/).
+DEFAULT_OUT = Path("batchjac-bench")
 
 # --------------------------------------------------------------------------------------
 # Timing
@@ -236,6 +241,7 @@ def versions():
     for package in (
         "numpy",
         "numba",
+        "numba-cuda",
         "cupy",
         "cupy-cuda12x",
         "cupy-cuda13x",
@@ -418,9 +424,30 @@ def _jsonable(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+TARGETS_NOTE = (
+    "Targets are goals the batchjac developers set for the library, not checks of this machine or "
+    "of this run: a target not yet met says where batchjac is still slower than its goal, and the "
+    "measurements are valid either way."
+)
+
+
+def verdict_text(verdict):
+    """A target's verdict as the reader sees it: ``missed`` reads "not yet met"."""
+    return "not yet met" if verdict == "missed" else verdict
+
+
+def target_lines(targets):
+    """The terminal's summary of the targets: the note, then one line per workload."""
+    lines = ["", *textwrap.wrap("Development targets. " + TARGETS_NOTE, 100)]
+    for t in targets:
+        lines.append(f"  {t['workload']}: {verdict_text(t['verdict'])}. {t['by_how_much']}")
+    return lines
+
+
 def markdown(report):
-    """The summary: machine, ceilings, the results table, then one row per workload saying
-    whether its target is met and, when not, by how much and why."""
+    """The summary: machine, ceilings, the results table, the floors, then the development
+    targets: one row per workload saying whether its target is met and, when not, by how
+    much and why."""
     m, c = report["machine"], report["ceilings"]
     where = m.get("gpu") or m["cpu_model"]
     lines = [
@@ -448,14 +475,16 @@ def markdown(report):
         "",
         *(f"- **{key}**: {text}" for key, text in report["floors"].items()),
         "",
-        "## Targets",
+        "## Development targets",
         "",
-        "| workload | target | verdict | by how much | why |",
+        TARGETS_NOTE,
+        "",
+        "| workload | target | status | by how much | why |",
         "|---|---|---|---|---|",
     ]
     for t in report["targets"]:
         lines.append(
-            f"| {t['workload']} | {t['target']} | {t['verdict']} | {t['by_how_much']} | {t['why']} |"
+            f"| {t['workload']} | {t['target']} | {verdict_text(t['verdict'])} | {t['by_how_much']} | {t['why']} |"
         )
     if report["skipped_peers"]:
         lines += [
@@ -465,29 +494,101 @@ def markdown(report):
     return "\n".join(lines) + "\n"
 
 
-def plot(path, results):
-    """Time against batch size, one panel per workload, one line per runner (log-log).
-    Returns None, or a note saying why there is no plot."""
+# matplotlib's ten "tab" colours, by name: distinct, and readable for most colour vision.
+PALETTE = tuple(
+    f"tab:{c}" for c in ("blue", "orange", "green", "red", "purple", "brown", "pink", "gray", "olive", "cyan")
+)
+
+
+def runner_colours(results):
+    """One colour per runner for every panel of the plot: batchjac first, then the others
+    in the order they first appear."""
+    names = list(dict.fromkeys(["batchjac", *(r["runner"] for r in results if not r.get("skipped"))]))
+    return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
+
+
+def plot(path, results, titles):
+    """Median time per call, one panel per workload, one colour per runner in every panel
+    and one legend for all, the floor drawn in black. A workload run at one batch size is a
+    bar per runner, fastest on top; a sweep of batch sizes is a line per runner against the
+    batch (log-log). ``titles`` maps a workload to its title. Returns None, or a note saying
+    why there is no plot."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.lines import Line2D
+        from matplotlib.patches import Patch
     except ImportError:
         return "no plot: matplotlib is not installed (pip install matplotlib)"
+    colours = runner_colours(results)
     workloads = sorted({r["workload"] for r in results})
-    fig, axes = plt.subplots(1, len(workloads), figsize=(3.2 * len(workloads), 3.2), squeeze=False)
-    for ax, key in zip(axes[0], workloads):
-        timed = [r for r in results if r["workload"] == key and not r.get("skipped")]
-        for runner in dict.fromkeys(r["runner"] for r in timed):
-            points = sorted((r["batch"], r["median_s"]) for r in timed if r["runner"] == runner)
-            ax.loglog(*zip(*points), marker="o", label=runner, linewidth=2.5 if runner == "batchjac" else 1)
-        ax.set_title(key)
-        ax.set_xlabel("batch")
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].set_ylabel("median time (s)")
-    axes[0][-1].legend(fontsize=7, loc="best")
-    fig.tight_layout()
+    columns = min(3, len(workloads))
+    rows = -(-len(workloads) // columns)
+    height = 3.4 * rows + 0.6  # inches: the panels and a strip for the legend
+    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, height), squeeze=False)
+    for ax in axes.flat[len(workloads) :]:
+        ax.set_visible(False)
+    for ax, key in zip(axes.flat, workloads):
+        rows_here = [r for r in results if r["workload"] == key]
+        timed = [r for r in rows_here if not r.get("skipped")]
+        batches = sorted({r["batch"] for r in rows_here})
+        scale, unit = _time_unit(max((r["median_s"] for r in timed), default=1.0))
+        ax.set_axisbelow(True)
+        if len(batches) == 1:
+            _bars(ax, timed, colours, scale, unit)
+            ax.set_title(f"{key}, batch {batches[0]}: {titles.get(key, '')}", fontsize=9, wrap=True)
+        else:
+            _lines(ax, timed, colours, scale, unit)
+            ax.set_title(f"{key}: {titles.get(key, '')}", fontsize=9, wrap=True)
+    handles = [Patch(color=colour, label=name) for name, colour in colours.items()]
+    handles.append(Line2D([], [], color="black", linestyle="--", label="floor (the least time possible)"))
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.6 / height, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return None
+
+
+def _time_unit(seconds):
+    """``(scale, unit)`` that shows ``seconds`` as a number between 1 and 1000."""
+    for scale, unit in ((1.0, "s"), (1e3, "ms"), (1e6, "µs")):
+        if seconds * scale >= 1:
+            return scale, unit
+    return 1e9, "ns"
+
+
+def _bars(ax, timed, colours, scale, unit):
+    """One batch size: a horizontal bar per runner, fastest on top, each labelled with its
+    time over the floor; the floor is a dashed vertical line."""
+    timed = sorted(timed, key=lambda r: r["median_s"], reverse=True)
+    positions = range(len(timed))
+    ax.barh(positions, [scale * r["median_s"] for r in timed], color=[colours[r["runner"]] for r in timed])
+    ax.set_yticks(list(positions), [r["runner"] for r in timed], fontsize=8)
+    ax.set_xscale("log")
+    floor = timed[0]["floor_s"] if timed else None
+    if floor:
+        ax.axvline(scale * floor, color="black", linestyle="--", linewidth=1)
+    for y, r in zip(positions, timed):
+        if r["ratio_to_floor"]:
+            label = f" {r['ratio_to_floor']:.1f}x floor"
+            ax.annotate(label, (scale * r["median_s"], y), va="center", fontsize=7)
+    ax.margins(x=0.3)
+    ax.grid(True, which="major", axis="x", alpha=0.3)
+    ax.set_xlabel(f"median time per call ({unit}); shorter is faster", fontsize=8)
+
+
+def _lines(ax, timed, colours, scale, unit):
+    """A sweep: time against batch per runner (log-log), batchjac drawn thicker; the floor
+    dashed in black."""
+    for runner in dict.fromkeys(r["runner"] for r in timed):
+        points = sorted((r["batch"], scale * r["median_s"]) for r in timed if r["runner"] == runner)
+        width = 2.5 if runner == "batchjac" else 1.2
+        ax.loglog(*zip(*points), marker="o", markersize=4, color=colours[runner], linewidth=width)
+    floors = sorted({(r["batch"], scale * r["floor_s"]) for r in timed if r["floor_s"]})
+    if floors:
+        ax.loglog(*zip(*floors), color="black", linestyle="--", linewidth=1)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.set_xlabel("batch", fontsize=8)
+    ax.set_ylabel(f"median time per call ({unit})\nlower is faster", fontsize=8)

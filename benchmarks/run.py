@@ -1,15 +1,14 @@
-"""The benchmark suite of batchjac (issue 8): workloads W1..W6 against JAX, PyTorch and
-plain NumPy on the same device, each timed, set against its floor and its target.
+"""The benchmark suite of batchjac: six workloads (W1 to W6) timed against JAX, PyTorch and
+plain NumPy on the same device, each set against its floor and against its target.
 
-    python benchmarks/run.py [--tiny | --quick | --full] [--workloads W1,W3] [--sizes 1000,10000]
+    python -m batchjac bench [--tiny | --quick | --full] [--workloads W1,W3] [--sizes 1000,10000]
                              [--repeats N] [--out DIR] [--no-peers] [--device auto|cpu|gpu]
-    python benchmarks/run.py --profile W2      # one run of one workload, for Nsight or cProfile
-    python -m batchjac bench [same arguments]
+    python -m batchjac bench --profile W2      # one run of one workload, for Nsight or cProfile
+    python benchmarks/run.py [same arguments]  # the same, in a source checkout
 
-Default sizes: ``--quick`` on the CPU (seconds a workload), ``--full`` when batchjac's CuPy
-backend works (the sizes of the issue); ``--tiny`` is for the tests. Writes
-``suite_{cpu,gpu}.json``, ``.md`` and ``.png`` under ``--out`` (default
-``benchmarks/results``). ``benchmarks/README.md`` explains every figure and the profiling.
+Results go to ``--out`` (default ``./batchjac-bench/``): ``suite_{cpu,gpu}.json``, ``.md``
+and ``.png``. The reference results kept in the repository are written on purpose, with
+``--out benchmarks/results``. ``README.md`` beside this file explains every figure.
 """
 
 from __future__ import annotations
@@ -27,29 +26,74 @@ import harness
 import numpy as np
 from workloads import WORKLOADS
 
-RESULTS = Path(__file__).parent / "results"
+from batchjac.__main__ import PROG, CommandLineParser, positive_int, positive_ints
+
 REFERENCE_SAMPLES = 64  # the max error is taken over the first samples of the first input
 CEILING_SIZES = {"tiny": (8 << 20, 256), "quick": (64 << 20, 1024), "full": (1 << 30, 8192)}
 REPEATS = {"tiny": 1, "quick": 5, "full": 10}
 
+DESCRIPTION = """\
+Times batchjac's batched Jacobians on six workloads against JAX and PyTorch (when
+installed: pip install "batchjac[bench]") and a plain NumPy closed form, on the same
+device. Each result is set against a floor, the time its memory traffic or arithmetic
+needs at this machine's measured copy bandwidth and matmul rate, and against the target
+the batchjac developers set for the workload. Prints a table; writes JSON, Markdown and
+a PNG plot.
+"""
+
+
+def epilog():
+    workloads = "\n".join(f"  {w.key}  {w.title} ({w.dtype})" for w in WORKLOADS.values())
+    singles = ", ".join(
+        sorted(p.stem.removeprefix("bench_") for p in Path(__file__).parent.glob("bench_*.py"))
+    )
+    return (
+        f"workloads:\n{workloads}\n\n"
+        "Targets are goals for batchjac's development, not checks of your machine: a target\n"
+        "not yet met says where batchjac is still slower than its goal; the measurements are\n"
+        "valid either way.\n\n"
+        f"one benchmark: {PROG} bench NAME [--help], NAME one of\n  {singles}"
+    )
+
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="benchmarks/run.py", description=__doc__.splitlines()[0])
+    parser = CommandLineParser(
+        prog=f"{PROG} bench", description=DESCRIPTION, epilog=epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
     mode = parser.add_mutually_exclusive_group()
-    for name, text in (("tiny", "test sizes (a second or two)"), ("quick", "CPU sizes (the default on the CPU)"),
-                       ("full", "the issue's GPU sizes (the default with a GPU)")):  # fmt: skip
+    for name, text in (("tiny", "the smallest sizes, a few seconds in all (a smoke test)"),
+                       ("quick", "moderate sizes, seconds a workload (the default on the CPU)"),
+                       ("full", "the largest sizes, for a GPU (the default when batchjac's CuPy backend works)")):  # fmt: skip
         mode.add_argument(f"--{name}", dest="mode", action="store_const", const=name, help=text)
-    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated, e.g. W1,W3")
-    parser.add_argument("--sizes", help="comma-separated batch sizes: a sweep replacing each workload's")
     parser.add_argument(
-        "--repeats", type=int, help="timed calls per round (default: tiny 1, quick 5, full 10)"
-    )
-    parser.add_argument("--out", type=Path, default=RESULTS, help=f"output folder (default {RESULTS})")
-    parser.add_argument("--no-peers", action="store_true", help="batchjac and NumPy only")
-    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+        "--workloads", default=",".join(WORKLOADS), metavar="W1,W3",
+        help="the workloads to run, comma-separated (default: all)",
+    )  # fmt: skip
     parser.add_argument(
-        "--profile", metavar="WORKLOAD", help="run batchjac on one workload once (see README)"
+        "--sizes", type=positive_ints, metavar="B1,B2",
+        help="batch sizes to sweep, comma-separated, in place of each workload's own (e.g. 1000,1e4)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--repeats", type=positive_int, metavar="N",
+        help="timed calls per runner in each round (default: tiny 1, quick 5, full 10)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--out", type=Path, default=harness.DEFAULT_OUT, metavar="DIR",
+        help=f"the folder for the JSON, Markdown and PNG, created if needed (default: ./{harness.DEFAULT_OUT}/)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-peers", action="store_true", help="leave JAX and PyTorch out: batchjac and NumPy only"
     )
+    parser.add_argument(
+        "--device", choices=("auto", "cpu", "gpu"), default="auto",
+        help="where to run (default: auto, the GPU when batchjac's CuPy backend works)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--profile", metavar="WORKLOAD",
+        help="call batchjac once on WORKLOAD (after a warm-up) for a profiler and write nothing: inside "
+        "the NVTX range profile/WORKLOAD and cudaProfilerStart/Stop on a GPU, under cProfile on the CPU",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     args.workloads = [key.strip().upper() for key in args.workloads.split(",")]
     unknown = [
@@ -59,7 +103,6 @@ def parse_args(argv):
     ]
     if unknown:
         parser.error(f"unknown workload(s) {', '.join(unknown)}; choose among {', '.join(WORKLOADS)}")
-    args.sizes = [int(float(b)) for b in args.sizes.split(",")] if args.sizes else None
     return args
 
 
@@ -236,7 +279,7 @@ CPU_CHECK = ("CPU: as fast as the best peer", ("",), 1.0)
 
 def target_verdict(workload, rows, device):
     """Met / missed / not checked for every check of the workload's target (and, on the
-    CPU, the issue's CPU row), at every batch size of the sweep, the worst one reported."""
+    CPU, the CPU target), at every batch size of the sweep, the worst one reported."""
     checks = workload.checks + ((CPU_CHECK,) if device.name == "cpu" else ())
     outcomes = [check_outcome(check, rows) for check in checks]
     checked = [o for o in outcomes if o[0] is not None]
@@ -352,8 +395,8 @@ def run_suite(args, device):
     if bar is not None:
         bar.close()
     return {
-        "suite": "batchjac benchmark suite (issue 8)",
-        "command": " ".join(["python benchmarks/run.py", *sys.argv[1:]]),
+        "suite": "batchjac benchmark suite",
+        "command": " ".join([f"{PROG} bench", *sys.argv[1:]]),
         "mode": mode, "repeats": repeats, "rounds": rounds, "rotations": rotations,
         "machine": harness.machine(device), "versions": harness.versions(), "ceilings": ceilings,
         "timing_method": device.timing_method, "peak_method": device.peak_method,
@@ -365,7 +408,8 @@ def run_suite(args, device):
 def write_outputs(report, folder, device):
     folder.mkdir(parents=True, exist_ok=True)
     stem = folder / f"suite_{device.name}"
-    note = harness.plot(stem.with_suffix(".png"), report["results"])
+    titles = {key: WORKLOADS[key].title for key in {r["workload"] for r in report["results"]}}
+    note = harness.plot(stem.with_suffix(".png"), report["results"], titles)
     report["plot"] = note or stem.with_suffix(".png").name
     harness.write_json(stem.with_suffix(".json"), report)
     stem.with_suffix(".md").write_text(harness.markdown(report))
@@ -399,12 +443,11 @@ def main(argv=None):
         return profile(args.profile.upper(), args, device)
     report = run_suite(args, device)
     print("\n".join(harness.table_lines(report["results"])))
-    for t in report["targets"]:
-        print(f"{t['workload']}: {t['verdict']}  {t['by_how_much']}")
+    print("\n".join(harness.target_lines(report["targets"])))
     written, note = write_outputs(report, args.out, device)
     if note:
         print(note)
-    print("wrote " + ", ".join(map(str, written)))
+    print("wrote " + ", ".join(str(path.resolve()) for path in written))
     return 0
 
 

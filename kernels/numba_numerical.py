@@ -4,7 +4,8 @@ Two families:
 
 - **Columns of a one-sample device function** ``f(x, out)`` (x: 1-D of n, out: 1-D of m),
   one thread per (sample, column), no loop over the batch on the host:
-  ``complex_step_columns_kernel`` and ``central_columns_kernel``. Each thread keeps its
+  ``complex_step_columns_kernel`` and ``central_columns_kernel`` (and
+  ``evaluate_complex_kernel``, ``f`` on real points, which checks complex safety). Each thread keeps its
   perturbed copy of the sample and the outputs in thread-local arrays of ``n`` and ``m``
   entries (sizes fixed at compile time, so the kernel is cached per ``(n, m)``; large
   ``n + m`` lives in local memory, which is the nature of per-thread scratch). The column
@@ -53,6 +54,8 @@ def complex_step_columns_kernel(dtype, f, n: int, m: int):
                 xs[q] = x[b, q]
             h = step * max(T(1), abs(x[b, j]))
             xs[j] = x[b, j] + unit * h
+            for i in range(m):  # outputs f does not write are 0, not leftover memory
+                ys[i] = 0
             f(xs, ys)
             for i in range(m):
                 jac[b, i, j] = ys[i].imag / h
@@ -82,6 +85,9 @@ def central_columns_kernel(dtype, f, n: int, m: int):
             h = step * max(T(1), abs(xj))
             xs[j] = xj + h
             width = xs[j]
+            for i in range(m):  # outputs f does not write are 0, not leftover memory
+                y_plus[i] = 0
+                y_minus[i] = 0
             f(xs, y_plus)
             xs[j] = xj - h
             width -= xs[j]
@@ -90,6 +96,30 @@ def central_columns_kernel(dtype, f, n: int, m: int):
                 jac[b, i, j] = (y_plus[i] - y_minus[i]) / width
 
     return cuda.jit(central_columns)
+
+
+@per_device
+def evaluate_complex_kernel(dtype, f, n: int, m: int):
+    """``kernel[grid](points, out)``: points ``(N, n)`` real, out ``(N, m)`` real, with
+    ``out[r] = Re f(points[r] + 0i)``: ``f`` as compiled for complex-step, evaluated on real
+    points (the central differences that check a complex-step Jacobian). Unwritten outputs
+    are 0."""
+    C = complex_type(dtype)
+
+    def evaluate_complex(points, out):
+        rows = points.shape[0]
+        xs = cuda.local.array(n, C)
+        ys = cuda.local.array(m, C)
+        for r in range(cuda.grid(1), rows, cuda.gridsize(1)):
+            for q in range(n):
+                xs[q] = points[r, q]
+            for i in range(m):
+                ys[i] = 0
+            f(xs, ys)
+            for i in range(m):
+                out[r, i] = ys[i].real
+
+    return cuda.jit(evaluate_complex)
 
 
 @per_device

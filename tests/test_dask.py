@@ -194,7 +194,7 @@ def test_non_batch_chunks_are_merged_with_a_warning_when_costly(data, monkeypatc
 def test_auto_warns_at_the_call_not_in_the_workers(data):
     x, _, _ = data
     with pytest.warns(bj.NumericalFallbackWarning, match="does not trace"):
-        J = bj.jacobian(np.sin, batched(x))
+        J = bj.jacobian(lambda x: np.sin(np.asarray(x)), batched(x))  # numpy.asarray leaves the trace
     assert np.array_equal(J.compute(scheduler="sync"), np.apply_along_axis(np.diag, 1, np.cos(x)))
 
 

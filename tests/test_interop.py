@@ -46,10 +46,11 @@ def test_a_jax_cpu_array_is_taken_without_a_copy():
     assert isinstance(a, np.ndarray) and a.ctypes.data == j.unsafe_buffer_pointer()
 
 
-def test_a_torch_tensor_that_requires_grad_is_refused_by_dlpack_with_torch_advice():
+def test_a_torch_tensor_that_requires_grad_is_detached_and_accepted():
+    # issue 20: batchjac reads the values; nothing is recorded on PyTorch's tape
     t = torch.ones(2, 3, dtype=torch.float64, requires_grad=True)
-    with pytest.raises(BufferError, match=r"detach"):
-        bj.jacobian(f, t)
+    J = bj.jacobian(f, t)
+    assert J.shape == (2, 3, 3) and t.grad is None and t.requires_grad
 
 
 # --------------------------------------------------------------------------------------

@@ -225,6 +225,18 @@ def test_numba_vecmat(rng, dtype, layout, batch):
     check(numba_ops.vecmat(u, a), xp_ops.vecmat(u64, a64), dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("batch", [0, B])
+def test_numba_csr_matvec(rng, dtype, layout, batch):
+    """More cases (matrices, long rows): tests/structured/test_sparse_kernels.py."""
+    indptr, indices = np.array([0, 2, 2, 5]), np.array([1, 0, 0, 2, 1])  # an empty row, a repeat
+    values, v64 = draw(rng, dtype, *((5,) if layout == "shared" else (batch, 5)))
+    x, x64 = draw(rng, dtype, batch, N)
+    result = numba_ops.csr_matvec(on_gpu(indptr), on_gpu(indices), values, x)
+    check(result, xp_ops.csr_matvec(indptr, indices, v64, x64), dtype)
+
+
 # --------------------------------------------------------------------------------------
 # slogdet: LU with partial pivoting, one sample per block
 # --------------------------------------------------------------------------------------

@@ -129,6 +129,21 @@ def test_matvec(ops, draw, dtype, layout):
     check(ops.matvec(a, v), np.einsum("bij,bj->bi", a64, v64), dtype)
 
 
+@pytest.mark.parametrize("values_layout", ["per_sample", "shared"])
+@pytest.mark.parametrize("columns", [None, 2])
+def test_csr_matvec(ops, draw, dtype, values_layout, columns, on_device):
+    # a (4, 5) pattern with an empty row and a repeated position (summed)
+    indptr, indices = np.array([0, 2, 2, 5, 6]), np.array([1, 4, 0, 3, 0, 2])
+    values, v64 = draw(*((B, 6) if values_layout == "per_sample" else (6,)))
+    x, x64 = draw(*((B, 5) if columns is None else (B, columns, 5)))
+    matrix = np.zeros((B, 4, 5))
+    rows = np.repeat(np.arange(4), np.diff(indptr))
+    for p in range(6):
+        matrix[:, rows[p], indices[p]] += np.broadcast_to(v64, (B, 6))[:, p]
+    expected = np.einsum("bij,b...j->b...i", matrix, x64)
+    check(ops.csr_matvec(on_device(indptr), on_device(indices), values, x), expected, dtype)
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_vecmat(ops, draw, dtype, layout):
     u, u64 = draw(B, M)

@@ -35,8 +35,11 @@ BATCH, WIDTH, SMALL = 256, 256, 32
 
 
 def cache_dir() -> Path:
-    """Where measured dispatch tables are kept: ``$BATCHJAC_CACHE_DIR`` or ``~/.cache/batchjac``."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "batchjac")
+    """Where measured dispatch tables are kept: batchjac's cache directory
+    (:func:`batchjac.core.config.cache_dir`: ``$BATCHJAC_CACHE_DIR``, else the platform's)."""
+    from batchjac.core.config import cache_dir as package_cache_dir
+
+    return package_cache_dir()
 
 
 def _version(package: str) -> str | None:
@@ -75,7 +78,8 @@ def workload(prim: str, xp, dtype=np.float32) -> tuple:
 
     Batched ``(256, 256, 256)`` matrices and ``(256, 256)`` diagonals (``(256, 32, 32)``
     for ``slogdet``); ``elementwise`` is ``tanh`` of ``(256, 65536)`` values;
-    ``difference_columns`` takes central differences of ``sin`` in 32 columns.
+    ``difference_columns`` takes central differences of ``sin`` in 32 columns;
+    ``csr_matvec`` applies a pentadiagonal ``(8192, 8192)`` pattern with per-sample values.
     """
     rng = np.random.default_rng(0)
 
@@ -95,6 +99,7 @@ def workload(prim: str, xp, dtype=np.float32) -> tuple:
         "matvec": lambda: (draw(B, n, n), draw(B, n)),
         "vecmat": lambda: (draw(B, n), draw(B, n, n)),
         "slogdet": lambda: (draw(B, k, k),),
+        "csr_matvec": lambda: _banded_csr(xp, n * k, draw),
         "difference_columns": lambda: (
             xp.sin,
             draw(B, k),
@@ -106,6 +111,14 @@ def workload(prim: str, xp, dtype=np.float32) -> tuple:
     if prim not in cases:
         raise ValueError(f"prim: no workload for {prim!r}; known: {', '.join(cases)}")
     return cases[prim]()
+
+
+def _banded_csr(xp, size: int, draw) -> tuple:
+    """A pentadiagonal CSR pattern of ``size`` rows, per-sample values and a batch of vectors."""
+    rows = np.repeat(np.arange(size), 5)
+    cols = np.clip(rows + np.tile(np.arange(-2, 3), size), 0, size - 1)
+    indptr = np.arange(0, 5 * size + 1, 5)
+    return (xp.asarray(indptr), xp.asarray(cols), draw(BATCH, 5 * size), draw(BATCH, size))
 
 
 def time_call(fn, args, warmup: int = WARMUP, repeat: int = REPEAT) -> float:
@@ -142,14 +155,37 @@ def decide(timings: dict[str, float], order) -> tuple[str, ...]:
 
 
 def _load(path: Path, identity: dict) -> dict:
+    """The readable timings of the cache file: ``{primitive: {backend: milliseconds}}``.
+
+    Anything unreadable is left out, entry by entry, and so measured afresh: a file that
+    is not JSON, of another identity, or whose primitives, backends or times are not a
+    string, a string and a finite positive number (a cache edited by hand, or written by
+    another version).
+    """
     try:
         stored = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, UnicodeDecodeError):
         return {}
     if not isinstance(stored, dict) or stored.get("identity") != identity:
         return {}
     timings = stored.get("timings")
-    return timings if isinstance(timings, dict) else {}
+    if not isinstance(timings, dict):
+        return {}
+    readable = {}
+    for prim, per_backend in timings.items():
+        if not isinstance(prim, str) or not isinstance(per_backend, dict):
+            continue
+        times = {
+            name: float(ms) for name, ms in per_backend.items() if isinstance(name, str) and _is_time(ms)
+        }
+        if times:
+            readable[prim] = times
+    return readable
+
+
+def _is_time(ms) -> bool:
+    """A measured time: a finite positive number (not a bool, a string or a list)."""
+    return isinstance(ms, (int, float)) and not isinstance(ms, bool) and math.isfinite(ms) and ms > 0
 
 
 def _save(path: Path, identity: dict, timings: dict) -> None:

@@ -57,6 +57,7 @@ TABLE: dict[str, dict[str, str | None]] = {
     "matvec":              {"numpy": "xp_ops", "cupy": "cupy_ops", "numba": "numba_ops"},
     "vecmat":              {"numpy": "xp_ops", "cupy": "cupy_ops", "numba": "numba_ops"},
     "slogdet":             {"numpy": "xp_ops", "cupy": "xp_ops", "numba": "numba_ops"},
+    "csr_matvec":          {"numpy": "xp_ops", "cupy": "xp_ops", "numba": "numba_ops"},
     "difference_columns":  {"numpy": "xp_ops", "cupy": "xp_ops", "numba": "numba_ops"},
 }  # fmt: skip
 
@@ -214,10 +215,14 @@ def _default_gpu_backend() -> Backend:
                 break
     if not impls:
         raise BackendUnavailableError(
-            "the inputs are GPU arrays but no GPU backend is available: "
-            f"cupy: {backend_problem('cupy')}; numba: {backend_problem('numba')}"
+            f"backend 'gpu' (the fastest GPU backend per primitive) is not available here: {_no_gpu()}"
         )
     return Backend("gpu", GPU, impls)
+
+
+def _no_gpu() -> str:
+    """Why no GPU backend can run, backend by backend."""
+    return f"no GPU backend is available: cupy: {backend_problem('cupy')}; numba: {backend_problem('numba')}"
 
 
 _context: contextvars.ContextVar[str | None] = contextvars.ContextVar("batchjac_backend", default=None)
@@ -260,7 +265,12 @@ def select_backend(*arrays, backend: str | None = None, names=None) -> Backend:
     device = common_device(*arrays, names=names)
     name = requested_backend(backend)
     if name is None:
-        return get_backend("numpy" if device == CPU else "gpu")
+        if device == CPU:
+            return get_backend("numpy")
+        try:
+            return get_backend("gpu")
+        except BackendUnavailableError:
+            raise BackendUnavailableError(f"the inputs are GPU arrays but {_no_gpu()}") from None
     chosen = get_backend(name)
     has_arrays = any(a is not None and hasattr(a, "shape") for a in arrays)
     if has_arrays and chosen.device != device:

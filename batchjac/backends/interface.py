@@ -54,6 +54,16 @@ class BackendPrimitives(Protocol):
     def vecmat(self, u: Array, a: Array) -> Array:
         """VJP of a matrix: u ``(B, m)``; a ``(B, m, n)`` or shared ``(m, n)`` -> ``(B, n)``."""
 
+    def csr_matvec(self, indptr: Array, indices: Array, values: Array, x: Array) -> Array:
+        """A sparse matrix with a CSR pattern shared by the batch, applied along the last axis:
+        ``y[b, ..., i] = sum(values[(b,) p] * x[b, ..., indices[p]] for p in row i)``.
+
+        ``indptr`` ``(m + 1,)`` and ``indices`` ``(nnz,)`` (int64) are the pattern; ``values``
+        is ``(B, nnz)`` or shared ``(nnz,)``; ``x`` is ``(B, n)`` or ``(B, k, n)`` -> ``y``
+        ``(B, m)`` or ``(B, k, m)``. Repeated positions are summed. The JVP of a ``Sparse``
+        (and, with the pattern transposed once, its VJP and its products with dense matrices).
+        """
+
     def slogdet(self, a: Array) -> tuple[Array, Array]:
         """Batched ``(sign, log|det|)`` of ``(B, n, n)``, each ``(B,)``."""
 

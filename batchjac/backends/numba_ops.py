@@ -22,7 +22,14 @@ from batchjac.backends import xp_ops
 from batchjac.backends.dispatch import backend_problem
 from batchjac.core.arrays import cupy_module
 from batchjac.core.elementwise_rules import rule
-from batchjac.kernels import numba_elementwise, numba_numerical, numba_products, numba_scaling, numba_slogdet
+from batchjac.kernels import (
+    numba_elementwise,
+    numba_numerical,
+    numba_products,
+    numba_scaling,
+    numba_slogdet,
+    numba_sparse,
+)
 from batchjac.kernels.numba_launch import blocks_per_sample, gemm_tile, grid_1d, grid_tiles, simulated
 
 
@@ -209,6 +216,28 @@ def vecmat(u, a):
     kernel = numba_products.vecmat_kernel(dtype, a.ndim == 2)
     _launch_1d(kernel, out.size, device_view(u, "u"), device_view(a, "a"), device_view(out))
     return out
+
+
+def csr_matvec(indptr, indices, values, x):
+    batch, n = x.shape[0], x.shape[x.ndim - 1]
+    columns = 1 if x.ndim == 2 else x.shape[1]
+    m = indptr.shape[0] - 1
+    dtype = _result_dtype(values, x)
+    out = empty((batch, columns, m), dtype)
+    x_view = device_view(x, "x")
+    if x.ndim == 2:
+        x_view = x_view.reshape(batch, 1, n)
+    kernel = numba_sparse.csr_matvec_kernel(dtype, values.ndim == 1)
+    _launch_1d(
+        kernel,
+        out.size,
+        device_view(indptr, "indptr"),
+        device_view(indices, "indices"),
+        device_view(values, "values"),
+        x_view,
+        device_view(out),
+    )
+    return out.reshape(batch, m) if x.ndim == 2 else out
 
 
 # --------------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ of its own in :mod:`batchjac.backends.cupy_ops`). Shapes follow
 
 from __future__ import annotations
 
+import numpy as np
+
 from batchjac.core.arrays import namespace
 from batchjac.core.elementwise_rules import rule
 
@@ -69,6 +71,37 @@ def vecmat(u, a):
     if a.ndim == 2:
         return u @ a
     return namespace(a, u).matmul(u[:, None, :], a)[:, 0, :]
+
+
+def csr_matvec(indptr, indices, values, x):
+    xp = namespace(indptr, indices, values, x)
+    m, nnz = indptr.shape[0] - 1, indices.shape[0]
+    if values.ndim == 2:  # per-sample values broadcast over the middle axes of x
+        values = values.reshape(values.shape[0], *(1,) * (x.ndim - 2), nnz)
+    products = xp.take(x, indices, axis=-1)  # gathered along the pattern: (B, ..., nnz), our own copy
+    if products.dtype == xp.result_type(products, values):
+        xp.multiply(products, values, out=products)
+    else:
+        products = products * values
+    if nnz == 0:
+        return xp.zeros((*products.shape[:-1], m), dtype=products.dtype)
+    if xp is np:
+        # reduceat sums each row's run of entries; an empty row has no run (reduceat would
+        # return the entry at its start), so only the rows with entries are reduced.
+        rows = np.flatnonzero(indptr[1:] > indptr[:-1])
+        if nnz == m == rows.shape[0]:
+            return products  # one entry per row: the gathered products are the result
+        if rows.shape[0] == m:
+            return np.add.reduceat(products, indptr[:-1], axis=-1)
+        out = np.zeros((*products.shape[:-1], m), dtype=products.dtype)
+        out[..., rows] = np.add.reduceat(products, indptr[rows], axis=-1)
+        return out
+    import cupyx  # on the GPU, an atomic scatter-add (no host round trip for the empty rows)
+
+    out = xp.zeros((*products.shape[:-1], m), dtype=products.dtype)
+    row_of_entry = xp.searchsorted(indptr[1:], xp.arange(nnz), side="right")
+    cupyx.scatter_add(out, (Ellipsis, row_of_entry), products)
+    return out
 
 
 def slogdet(a):

@@ -12,6 +12,7 @@ import functools
 import importlib
 import importlib.util
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -114,19 +115,67 @@ def common_device(*arrays, names=None) -> str:
     return next(iter(seen), CPU)
 
 
-def as_array(a, name: str = "x"):
+# The top-level module of an array type -> the framework it belongs to.
+_FRAMEWORK_MODULES = {"numpy": "numpy", "cupy": "cupy", "torch": "torch", "jax": "jax", "jaxlib": "jax"}
+
+
+def framework_of(a: Any) -> str | None:
+    """``"numpy"``, ``"cupy"``, ``"torch"`` or ``"jax"``: the framework of array ``a``, or
+    None for anything else (lists, scalars, other libraries' objects).
+
+    >>> import numpy as np
+    >>> framework_of(np.zeros(2)), framework_of([1.0])
+    ('numpy', None)
+    """
+    return _FRAMEWORK_MODULES.get(type(a).__module__.split(".")[0])
+
+
+def _refuse_subclass(a, name: str) -> None:
+    """NumPy subclasses whose semantics batchjac cannot keep are refused, saying what to do.
+
+    ``np.matrix`` makes ``*`` a matrix product and keeps every result 2-D, so ``f`` would
+    compute something else on it than on the samples; a masked array's mask means "no value
+    here", which no derivative can honour. Other subclasses are taken as plain ndarrays.
+    """
+    if isinstance(a, np.matrix):
+        raise TypeError(
+            f"{name}: np.matrix is not supported (its * is a matrix product and its results stay "
+            f"2-D, so f would not see a batch of samples); pass np.asarray({name})"
+        )
+    if isinstance(a, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name}: a masked array is not supported (a derivative cannot honour its mask); "
+            f"decide what the masked entries are and pass {name}.filled(value) (or {name}.data)"
+        )
+
+
+def as_array(a: Any, name: str = "x") -> Any:
     """Take ``a`` as a NumPy or CuPy array without copying where the device allows.
 
-    NumPy and CuPy arrays pass through. Objects exposing ``__cuda_array_interface__``
-    (numba device arrays, PyTorch CUDA tensors) become CuPy views; objects exposing
-    ``__dlpack__`` become NumPy or CuPy views according to their device. Lists and
-    scalars become NumPy arrays.
+    NumPy and CuPy arrays pass through; other ndarray subclasses become plain ndarray
+    views, except ``np.matrix`` and masked arrays, which are a ``TypeError`` saying what to
+    pass instead. Objects exposing ``__cuda_array_interface__`` (numba device arrays,
+    PyTorch CUDA tensors) become CuPy views; objects exposing ``__dlpack__`` become NumPy
+    or CuPy views according to their device. A PyTorch tensor that requires grad is
+    detached first: batchjac reads its values and records nothing on PyTorch's tape. Lists
+    and scalars become NumPy arrays.
+
+    >>> import numpy as np
+    >>> as_array(np.matrix([[1.0, 2.0]]))
+    Traceback (most recent call last):
+    ...
+    TypeError: x: np.matrix is not supported (its * is a matrix product and its results stay 2-D, so f would not see a batch of samples); pass np.asarray(x)
     """
-    if isinstance(a, np.ndarray):
+    if type(a) is np.ndarray:
         return a
+    if isinstance(a, np.ndarray):
+        _refuse_subclass(a, name)
+        return np.asarray(a)
     cp = sys.modules.get("cupy")
     if cp is not None and isinstance(a, cp.ndarray):
         return a
+    if framework_of(a) == "torch" and getattr(a, "requires_grad", False):
+        a = a.detach()
     if is_gpu_array(a) or device_of(a) == GPU:
         cp = _cupy()
         if cp is None:
@@ -159,7 +208,7 @@ def float_dtype(dtype, name: str = "x"):
     raise TypeError(f"{name}: expected real floating-point (or integer) data, got dtype {dtype}")
 
 
-def as_float_array(a, name: str = "x"):
+def as_float_array(a: Any, name: str = "x") -> Any:
     """:func:`as_array`, then integer data promoted to float64; non-float data is a TypeError."""
     a = as_array(a, name)
     dtype = float_dtype(a.dtype, name)

@@ -237,7 +237,7 @@ def _probe(f, args, argnums, options) -> tuple:
     Runs ``f`` on zero-sample batches of the Dask arguments (no data is computed); argument
     errors and ``method="auto"``'s fallback warning come from here, at the caller.
     """
-    from batchjac.api import value_and_jacobian as in_memory
+    from batchjac.engine import in_memory
 
     empty = [_empty_batch(a) if is_dask_collection(a) else a for a in args]
     value, jacobians = in_memory(f, *empty, argnums=argnums, **options)
@@ -287,7 +287,7 @@ def _block_value_and_jacobian(*blocks, f, argnums, options) -> tuple:
     ``method="auto"``'s warnings were given at the caller by :func:`_probe`; inside a worker
     they would only reach its log.
     """
-    from batchjac.api import value_and_jacobian as in_memory
+    from batchjac.engine import in_memory
     from batchjac.core.errors import NumericalFallbackWarning
 
     with warnings.catch_warnings():

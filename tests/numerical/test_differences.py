@@ -325,10 +325,52 @@ def test_automatic_chunk_size_keeps_within_half_the_free_memory(monkeypatch, rng
         numerical_value_and_jacobian(lambda x: 2 * x, (x,), (0,), "forward")
 
 
-@pytest.mark.parametrize("chunk_size", [0, -1, 1.5, True, "2"])
-def test_chunk_size_must_be_a_positive_int(chunk_size):
-    with pytest.raises(ValueError, match="chunk_size"):
-        numerical_value_and_jacobian(np.sin, (np.zeros((2, 3)),), (0,), "central", chunk_size=chunk_size)
+@pytest.mark.parametrize(
+    "chunk_size,error,message",
+    [
+        (0, ValueError, "chunk_size: expected a positive int or None, got 0"),
+        (-1, ValueError, "chunk_size: expected a positive int or None, got -1"),
+        (np.int64(0), ValueError, "chunk_size: expected a positive int or None, got 0"),
+        (1.5, TypeError, r"chunk_size: expected a positive int or None, got 1.5 \(float\)"),
+        (True, TypeError, r"chunk_size: expected a positive int or None, got True \(bool\)"),
+        ("2", TypeError, "chunk_size: expected a positive int or None, got '2'"),
+    ],
+)
+def test_chunk_size_must_be_a_positive_int(chunk_size, error, message):
+    for method in METHODS:  # whatever the method, before f runs
+        with pytest.raises(error, match=message):
+            numerical_value_and_jacobian(np.sin, (np.zeros((2, 3)),), (0,), method, chunk_size=chunk_size)
+
+
+@pytest.mark.parametrize("chunk_size", [np.int64(2), np.int32(3), np.uint8(7)])
+def test_numpy_integer_chunk_sizes_are_taken_like_ints(chunk_size, rng):
+    x = rng.standard_normal((4, 5))
+    _, (J,) = numerical_value_and_jacobian(np.sin, (x,), np.int64(0), "central", chunk_size=chunk_size)
+    assert_close(J, np.cos(x)[:, :, None] * np.eye(5), rtol=1e-8)
+
+
+def test_an_explicit_chunk_size_that_does_not_fit_fails_before_allocating(monkeypatch, rng):
+    batch, n = 500, 40
+    x = rng.standard_normal((batch, n))
+    jacobian_bytes = batch * n * n * 8
+    monkeypatch.setattr(numerical, "free_memory", lambda x: 2 * jacobian_bytes)
+    _, (J,) = numerical_value_and_jacobian(lambda x: 2 * x, (x,), 0, "central", chunk_size=4)  # fits
+    assert_close(J, np.broadcast_to(2 * np.eye(n), J.shape), rtol=1e-8)
+    tracemalloc.start()
+    with pytest.raises(
+        MemoryError, match=r"with chunk_size=40: .* bytes are free on the cpu; use a smaller chunk_size"
+    ):
+        numerical_value_and_jacobian(lambda x: 2 * x, (x,), 0, "central", chunk_size=40)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < jacobian_bytes // 4  # the Jacobian was never allocated
+
+
+@pytest.mark.parametrize("progress", ["yes", 1, 0.0])
+def test_progress_must_be_true_false_or_none(progress):
+    for method in METHODS:
+        with pytest.raises(TypeError, match=r"progress: expected True, False or None, got"):
+            numerical_value_and_jacobian(np.sin, (np.zeros((2, 3)),), 0, method, progress=progress)
 
 
 # --------------------------------------------------------------------------------------

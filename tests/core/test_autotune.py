@@ -157,3 +157,43 @@ def test_a_failed_measurement_warns_and_keeps_the_default_order(fake_gpu, monkey
     ):
         assert chosen("matvec") == "cupy"
     assert list(autotune.cache_dir().glob("dispatch-*.json")) == []
+
+
+# --------------------------------------------------------------------------------------
+# Issue 13: a cache of the right JSON shape with wrong inner types is measured over
+# --------------------------------------------------------------------------------------
+
+BAD_INNER = {
+    "timings_a_list": [["scale_rows", 1.0]],
+    "primitive_a_list": {"scale_rows": [1.0, 2.0]},
+    "time_a_string": {"scale_rows": {"cupy": "fast", "numba": 2.0}},
+    "time_a_bool": {"scale_rows": {"cupy": True, "numba": 2.0}},
+    "time_nan": {"scale_rows": {"cupy": float("nan"), "numba": 2.0}},
+    "time_negative": {"scale_rows": {"cupy": -1.0, "numba": 2.0}},
+    "time_a_dict": {"scale_rows": {"cupy": {"ms": 1.0}, "numba": 2.0}},
+    "time_null": {"scale_rows": {"cupy": None, "numba": None}},
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_INNER))
+def test_unreadable_entries_of_a_well_formed_cache_are_measured_afresh(name, fake_gpu, tmp_path):
+    fake_gpu.timings["scale_rows"] = {"cupy": 3.0, "numba": 1.5}  # what a fresh measurement says
+    path = autotune.cache_file(fake_gpu.identity)
+    good = {prim: {"cupy": 1.0, "numba": 2.0} for prim in dispatch.TABLE if prim != "scale_rows"}
+    timings = BAD_INNER[name] if name == "timings_a_list" else {**good, **BAD_INNER[name]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"identity": fake_gpu.identity, "timings": timings}))
+    assert chosen("scale_rows") == "numba"  # no crash; measured, and the measurement decides
+    assert ("scale_rows", ("cupy", "numba")) in fake_gpu.calls
+    if name != "timings_a_list":  # the readable entries were kept, not measured again
+        assert len(fake_gpu.calls) == 1
+    stored = json.loads(path.read_text())["timings"]
+    assert stored["scale_rows"] == {"cupy": 3.0, "numba": 1.5}  # the cache is repaired
+
+
+def test_a_cache_that_is_not_utf8_is_measured_over(fake_gpu):
+    path = autotune.cache_file(fake_gpu.identity)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\xff\xfe\x00{")
+    assert chosen("slogdet") == "cupy"
+    assert len(fake_gpu.calls) == len(dispatch.TABLE)

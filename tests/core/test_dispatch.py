@@ -25,7 +25,7 @@ NO_CUPY = pytest.mark.skipif(importlib.util.find_spec("cupy") is not None, reaso
 EXPECTED_PRIMITIVES = {
     "elementwise", "scale_rows", "scale_cols", "batched_matmul", "shared_matmul",
     "matmul_shared", "diag_to_dense", "add_diagonal", "matvec", "vecmat", "slogdet",
-    "difference_columns",
+    "difference_columns", "csr_matvec",
 }  # fmt: skip
 
 
@@ -368,3 +368,49 @@ def test_no_gpu_backend_available_says_why_for_each(fake):
     message = r"no GPU backend is available: cupy: CuPy is not installed; numba: numba-cuda is not installed"
     with pytest.raises(BackendUnavailableError, match=message):
         dispatch.get_backend("gpu")
+
+
+# --------------------------------------------------------------------------------------
+# Issue 13: the words of the GPU errors; the keyword wins in every floor
+# --------------------------------------------------------------------------------------
+
+
+def test_backend_gpu_with_cpu_inputs_says_what_is_wrong(fake):
+    fake(cupy="CuPy is not installed", numba="numba-cuda is not installed")
+    with pytest.raises(BackendUnavailableError) as err:
+        dispatch.select_backend(np.ones(3), backend="gpu")
+    assert "the inputs are GPU arrays" not in str(err.value)
+    assert str(err.value).startswith(
+        "backend 'gpu' (the fastest GPU backend per primitive) is not available here"
+    )
+    fake(cupy=None, numba=None)  # with a GPU backend: the device is what is wrong
+    with pytest.raises(
+        DeviceMismatchError, match=r"backend 'gpu' runs on the GPU but the inputs are on the CPU"
+    ):
+        dispatch.select_backend(np.ones(3), backend="gpu")
+
+
+def test_gpu_inputs_without_a_gpu_backend_say_so(fake):
+    fake(cupy="CuPy is not installed", numba="numba-cuda is not installed")
+    message = (
+        r"^the inputs are GPU arrays but no GPU backend is available: cupy: CuPy is not installed; "
+        r"numba: numba-cuda is not installed$"
+    )
+    with pytest.raises(BackendUnavailableError, match=message):
+        dispatch.select_backend(FakeCudaArray())
+
+
+@pytest.mark.parametrize("method", ["complex-step", "central", "forward"])
+def test_the_keyword_wins_over_the_environment_in_numerical_assembly(method, fake, monkeypatch, rng):
+    from batchjac.numerical.differences import numerical_value_and_jacobian
+
+    fake(cupy=None, numba=None)
+    monkeypatch.setenv(dispatch.ENV_VAR, "numba")  # a GPU backend: CPU inputs would be refused
+    x = rng.standard_normal((3, 4))
+    with pytest.raises(DeviceMismatchError, match=r"backend 'numba' runs on the GPU"):
+        numerical_value_and_jacobian(np.sin, (x,), 0, method)
+    _, (J,) = numerical_value_and_jacobian(np.sin, (x,), 0, method, backend="numpy")
+    np.testing.assert_allclose(J, np.cos(x)[:, :, None] * np.eye(4), rtol=1e-4, atol=1e-6)
+    with bj.use_backend("numba"):  # and over the context
+        _, (J,) = numerical_value_and_jacobian(np.sin, (x,), 0, method, backend="numpy")
+    np.testing.assert_allclose(J, np.cos(x)[:, :, None] * np.eye(4), rtol=1e-4, atol=1e-6)

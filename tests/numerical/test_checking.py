@@ -61,7 +61,7 @@ def test_a_correct_jacobian_passes_with_a_report(backend, on_device, rng):
     report = bj.check_jacobian(_layer, on_device(x), J=on_device(J))
     assert isinstance(report, checking.JacobianCheck)
     assert report.method == "complex-step" and report.rtol == 1e-10
-    assert report.atol == pytest.approx(1e-10 * max(1, np.abs(J).max()))
+    assert report.atol == pytest.approx(1e-10 * np.abs(J).max())
     assert report.max_abs_error <= 1e-13 * max(1, np.abs(J).max())
     assert 0 <= report.max_rel_error < 1e-10
     w = report.worst
@@ -115,22 +115,122 @@ def test_a_jacobian_of_the_wrong_shape_is_a_value_error(backend, on_device, rng)
             bj.check_jacobian(_layer, on_device(x), J=on_device(wrong))
 
 
+# The documented default atol: rtol max|N| + 100 eps^(1 - p) max|f(x)| / max(1, max|x|),
+# p the method's step power (none for complex step), written out independently here.
+STEP_POWER = {"complex-step": None, "central": 1 / 3, "forward": 1 / 2}
+
+
+def documented_atol(method, dtype, rtol, J, y, x):
+    rounding = 0.0
+    if STEP_POWER[method] is not None:
+        eps = np.finfo(dtype).eps
+        rounding = 100 * eps ** (1 - STEP_POWER[method]) * np.abs(y).max() / max(1.0, np.abs(x).max())
+    return rtol * np.abs(J).max() + rounding
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=lambda d: d.__name__)
 @pytest.mark.parametrize("method", ["complex-step", "central", "forward"])
 def test_default_tolerances_are_the_documented_ones(method, dtype, backend, on_device, rng):
     x = rng.standard_normal((5, 6)).astype(dtype)
-    J = _layer_jacobian(x.astype(np.float64))
+    x64 = x.astype(np.float64)
+    J = _layer_jacobian(x64)
     rtol = DOCUMENTED_RTOL[method, dtype]
-    atol = rtol * max(1.0, np.abs(J).max())
+    atol = documented_atol(method, dtype, rtol, J, _layer(x64), x64)
     for factor, passes in ((0.1, True), (10.0, False)):
         off = J.copy()
-        off[2, 1, 1] += factor * atol  # an error of factor * atol on one entry
+        off[2, 1, 1] += factor * (atol + rtol * abs(J[2, 1, 1]))  # an error of factor * tolerance
         if passes:
             report = bj.check_jacobian(_layer, on_device(x), J=on_device(off.astype(dtype)), method=method)
-            assert report.rtol == rtol and report.atol == pytest.approx(atol, rel=1e-3)
+            assert report.rtol == rtol and report.atol == pytest.approx(atol, rel=1e-2)
         else:
             with pytest.raises(AssertionError, match=r"sample 2, output index \(1,\), input index \(1,\)"):
                 bj.check_jacobian(_layer, on_device(x), J=on_device(off.astype(dtype)), method=method)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=lambda d: d.__name__)
+@pytest.mark.parametrize("method", ["complex-step", "central", "forward"])
+def test_a_zero_jacobian_of_a_small_function_fails(method, dtype, rng):
+    # 1e-7 tanh: every derivative is below rtol, so atol = rtol max(1, max|N|) let J = 0 pass.
+    x = rng.standard_normal((4, 3)).astype(dtype)
+
+    def f(x):
+        return 1e-7 * np.tanh(x)
+
+    true = 1e-7 * (1 - np.tanh(x.astype(np.float64)) ** 2)[:, :, None] * np.eye(3)
+    with pytest.raises(
+        AssertionError, match=r"check_jacobian: J differs from the .* in 1[0-2] of 36 entries"
+    ):
+        bj.check_jacobian(f, x, J=np.zeros((4, 3, 3), dtype), method=method)
+    report = bj.check_jacobian(f, x, J=true.astype(dtype), method=method)
+    assert report.atol < 1e-8  # a tenth of the Jacobian's scale at most (forward, float32)
+
+
+def test_the_default_atol_follows_the_scale_of_f_not_one(rng):
+    x = rng.standard_normal((3, 2))
+    for scale in (1e-12, 1.0, 1e12):
+        J = scale * np.cos(x)[:, :, None] * np.eye(2)
+        report = bj.check_jacobian(lambda x, s=scale: s * np.sin(x), x, J=J)
+        assert report.atol == pytest.approx(1e-10 * np.abs(J).max(), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "keywords,error,message",
+    [
+        (dict(rtol="1e-3"), TypeError, r"rtol: expected a real number, got '1e-3'"),
+        (dict(atol=[1e-3]), TypeError, r"atol: expected a real number, got \[0.001\] \(list\)"),
+        (dict(rtol=-1.0), ValueError, r"rtol: expected a finite real number >= 0, got -1.0"),
+        (dict(atol=float("nan")), ValueError, r"atol: expected a finite real number >= 0, got nan"),
+        (
+            dict(method="backward"),
+            ValueError,
+            r"method: expected one of 'complex-step', 'central', 'forward'",
+        ),
+        (
+            dict(J=np.full((2, 3, 3), "a")),
+            TypeError,
+            r"J: expected real floating-point \(or integer\) data, got dtype <U1",
+        ),
+        (
+            dict(J=np.ones((2, 3, 3), bool)),
+            TypeError,
+            r"J: expected real floating-point \(or integer\) data, got dtype bool",
+        ),
+    ],
+)
+def test_bad_arguments_are_named(keywords, error, message, rng):
+    x = rng.standard_normal((2, 3))
+    J = keywords.pop("J", np.cos(x)[:, :, None] * np.eye(3))
+    with pytest.raises(error, match=message):
+        bj.check_jacobian(np.sin, x, J=J, **keywords)
+
+
+def test_a_numpy_integer_tolerance_is_a_number(rng):
+    x = rng.standard_normal((2, 3))
+    report = bj.check_jacobian(
+        np.sin, x, J=np.cos(x)[:, :, None] * np.eye(3), rtol=np.int64(0), atol=np.float32(1e-9)
+    )
+    assert report.rtol == 0.0 and report.atol == pytest.approx(1e-9)
+
+
+def test_the_backend_keyword_wins_over_the_environment(monkeypatch, rng):
+    # BATCHJAC_BACKEND names a backend that cannot take CPU arrays: the keyword must win
+    # for the reference, the exact Jacobian and the densifying of a structured J.
+    monkeypatch.setenv("BATCHJAC_BACKEND", "numba")
+    x = rng.standard_normal((3, 4))
+    expected = np.cos(x)[:, :, None] * np.eye(4)
+    report = bj.check_jacobian(np.sin, x, J=bj.Diagonal(np.cos(x)), backend="numpy")
+    assert report.max_abs_error < 1e-13
+    report = bj.check_jacobian(bj.sin, x, method="central", backend="numpy")
+    assert report.max_abs_error < 1e-8
+    assert np.abs(expected).max() > 0
+
+
+def test_a_torch_function_of_a_torch_tensor_is_checked(rng):
+    torch = pytest.importorskip("torch")
+    x = torch.from_numpy(rng.standard_normal((3, 2)))
+    J = np.cos(x.numpy())[:, :, None] * np.eye(2)
+    report = bj.check_jacobian(torch.sin, x, J=J)
+    assert report.method == "complex-step" and report.max_abs_error < 1e-13
 
 
 def test_explicit_tolerances_and_nan_entries(backend, on_device, rng):

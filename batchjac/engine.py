@@ -1,0 +1,494 @@
+"""The engine: one call of ``bj.value_and_jacobian`` from its arguments to its results.
+
+It validates the call, picks the method (exact when ``f`` traces; numerical otherwise, with
+a warning, for ``method="auto"``), runs it inside the backend the caller asked for (the
+``backend=`` keyword wins over ``bj.use_backend`` and ``BATCHJAC_BACKEND`` for the whole
+call, densification included), and shapes the results: numerator or denominator layout,
+structured or dense, pytrees of parameters, auxiliary outputs. The public functions of
+:mod:`batchjac.api` route here; the Dask integration calls it block by block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from batchjac.backends.dispatch import select_backend, use_backend
+from batchjac.core.arrays import as_float_array, namespace
+from batchjac.core.errors import NotComplexSafeError, NumericalFallbackWarning, TraceError
+from batchjac.core.validation import (
+    NUMERICAL_METHODS,
+    check_argnums,
+    check_callable,
+    check_chunk_size,
+    check_layout,
+    check_method,
+    check_progress,
+)
+from batchjac.exact import ops  # noqa: F401 - attaches the traced arrays' operators
+from batchjac.exact.capture import capture, flatten, normalize_in_axes, unflatten
+from batchjac.exact.interpret.evaluate import evaluate, plain
+from batchjac.exact import lax
+from batchjac.exact.interpret import reverse
+from batchjac.exact.interpret.jacobian import value_and_jacobians
+from batchjac.exact.ops.operands import unwrap
+from batchjac.exact.tracer import PER_SAMPLE, Batched, Tracer
+from batchjac.numerical.differences import (
+    FALLBACK_BUDGET,
+    MEMORY_FRACTION,
+    _progress_bar,
+    free_memory,
+    numerical_value_and_jacobian,
+)
+from batchjac.structured.types import Jacobian
+
+FUSE_OPTIONS = ("auto", True, False)
+SMALL_REQUEST = 64 << 20  # bytes: requests below this skip the free-memory check
+
+
+@dataclass(frozen=True)
+class Options:
+    """The validated keywords of one call."""
+
+    argnums: tuple
+    single: bool
+    method: str
+    layout: str
+    backend: str | None
+    chunk_size: int | None
+    structured: bool
+    progress: bool | None
+    per_sample: bool
+    in_axes: tuple
+    has_aux: bool
+    fuse: object
+
+
+def check_options(f, args, *, argnums=0, method="auto", layout="numerator", backend=None, chunk_size=None,
+                  structured=False, progress=None, per_sample=False, in_axes=None, has_aux=False,
+                  fuse="auto") -> Options:  # fmt: skip
+    """Validate the keywords of a Jacobian call (each error names its argument)."""
+    check_callable(f, "f")
+    method = check_method(method)
+    layout = check_layout(layout)
+    for name, value in (("structured", structured), ("per_sample", per_sample), ("has_aux", has_aux)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{name}: expected True or False, got {value!r}")
+    if fuse not in FUSE_OPTIONS or isinstance(fuse, np.bool_):
+        raise ValueError(f"fuse: expected 'auto', True or False, got {fuse!r}")
+    if structured and method in NUMERICAL_METHODS:
+        raise ValueError(f"structured=True needs the exact method, got method={method!r}")
+    nums = check_argnums(argnums, len(args))
+    return Options(
+        argnums=nums, single=not isinstance(argnums, (tuple, list)), method=method, layout=layout,
+        backend=backend, chunk_size=check_chunk_size(chunk_size), structured=bool(structured),
+        progress=check_progress(progress), per_sample=bool(per_sample),
+        in_axes=normalize_in_axes(in_axes, len(args), bool(per_sample)), has_aux=bool(has_aux), fuse=fuse,
+    )  # fmt: skip
+
+
+def _arg_name(i):
+    return "x" if i == 0 else f"argument {i}"
+
+
+def _prepared(args, options: Options):
+    """The call's arguments with each differentiated leaf a real floating array (or a tracer
+    of an enclosing trace: a nested call)."""
+    args = list(args)
+    for i in options.argnums:
+        leaves, tree = flatten(args[i])
+        if not leaves:
+            raise ValueError(f"{_arg_name(i)}: a differentiated argument must hold at least one array")
+        args[i] = unflatten(tree, [leaf if isinstance(leaf, Tracer) else as_float_array(leaf, _arg_name(i)) for leaf in leaves])
+    return tuple(args)
+
+
+def is_nested(args, options: Options) -> bool:
+    """True when a differentiated argument is a tracer: the call is inside ``f`` of an
+    enclosing ``bj.jacobian`` (or ``bj.grad``), and must itself be traceable."""
+    return any(isinstance(leaf, Tracer) for leaf in _leaves(args, options))
+
+
+def _leaves(args, options):
+    return [leaf for i in options.argnums for leaf in flatten(args[i])[0]]
+
+
+def value_and_jacobian(f, *args, kwargs=None, **keywords):
+    """``(value, jacobians, aux)`` of ``f`` at ``args``; keywords as in ``bj.jacobian``.
+
+    ``jacobians`` has one entry per ``argnums`` entry (the bare entry for an integer
+    ``argnums``), each in the structure of its argument (an array, or a dict/list/tuple of
+    them); ``aux`` is ``f``'s auxiliary output (None without ``has_aux``).
+    """
+    kwargs = kwargs or {}
+    options = check_options(f, args, **keywords)
+    args = _prepared(args, options)
+    leaves = _leaves(args, options)
+    if is_nested(args, options):
+        return _nested(f, args, kwargs, options)
+    select_backend(*leaves, backend=options.backend, names=[f"leaf {i}" for i in range(len(leaves))])
+    context = use_backend(options.backend) if options.backend is not None else contextlib.nullcontext()
+    with context:
+        return _value_and_jacobian(f, args, kwargs, options)
+
+
+def _value_and_jacobian(f, args, kwargs, options: Options):
+    method = "exact" if options.structured else options.method
+    if method in ("auto", "exact"):
+        try:
+            captured = capture(f, args, kwargs, options.argnums, per_sample=options.per_sample,
+                               in_axes=options.in_axes, has_aux=options.has_aux)  # fmt: skip
+        except TraceError as err:
+            if method == "exact":
+                raise
+            _warn_fallback(f"{getattr(f, '__name__', 'f')} does not trace ({err})", "complex-step")
+            method = "complex-step"
+        else:
+            return _exact(captured, options)
+    return _numerical(f, args, kwargs, method, options, auto=options.method == "auto")
+
+
+def _warn_fallback(reason, method):
+    warnings.warn(f"{reason}; using method={method!r}", NumericalFallbackWarning, stacklevel=5)
+
+
+# --------------------------------------------------------------------------------------
+# Exact
+# --------------------------------------------------------------------------------------
+
+
+def _exact(captured, options: Options):
+    program, batch = _single_output(captured.program), captured.batch  # aux outputs are not differentiated
+    inputs = list(captured.leaves)
+    in_shapes = [tuple(leaf.shape[1:]) if b else tuple(leaf.shape) for leaf, b in zip(captured.leaves, captured.batched)]
+    sources = [*inputs, *program.const_values]
+    chunk = exact_chunk(program, inputs, batch, options)
+    scalar = program.outputs[0].size == 1 and not options.structured  # structured results keep their structure
+    gradient = _gradient_path(program, inputs, batch) if chunk >= batch and scalar else None
+    if gradient is not None:
+        value, jacobians = gradient
+        results = _finish(value, jacobians, in_shapes, options, sources=sources)
+    elif chunk >= batch:
+        value, jacobians, plan = value_and_jacobians(program, inputs, program.const_values, program.inputs, batch)
+        value = _owned(_whole_batch(value, program.outputs[0], batch), inputs)
+        for J in jacobians:
+            J.plan = plan
+        results = _finish(value, jacobians, in_shapes, options, sources=sources)
+    else:
+        value, results = _exact_in_chunks(program, inputs, captured.batched, batch, chunk, in_shapes, options)
+    aux = _aux(captured, inputs) if options.has_aux else None
+    return value, _rebuild(results, captured.trees, options), aux
+
+
+def _gradient_path(program, inputs, batch):
+    """One output entry per sample: its Jacobian is a gradient, and one backward sweep (reverse
+    mode) gives it at the cost of the function (per-sample parameter gradients never build a
+    Kronecker product). ``(value, [Dense (B, 1, n_k)])``, or None where a primitive has no
+    reverse-mode rule (the chain path serves it)."""
+    from batchjac.exact.interpret.evaluate import plain
+    from batchjac.exact.interpret.jacobian import AssemblyPlan
+    from batchjac.structured.types import Dense
+
+    out = program.outputs[0]
+    single = _single_output(program)
+    try:
+        (value,), grads = reverse.vjp(single, inputs, [np.ones(out.shape, dtype=out.dtype)])
+    except NotImplementedError:
+        return None
+    value = _owned(_whole_batch(plain(value), out, batch), inputs)
+    plan = AssemblyPlan(path="reverse", reason="one output entry per sample: one backward sweep gives the gradient")
+    jacobians = []
+    for g, var in zip(grads, program.inputs):
+        g = _whole_batch(plain(g), var if isinstance(g, Batched) else _shared(var), batch)
+        J = Dense(g.reshape(batch, 1, var.size))
+        J.plan = plan
+        jacobians.append(J)
+    return value, jacobians
+
+
+def _shared(var):
+    """``var``'s aval as a shared value (a zero gradient comes back without the batch axis)."""
+    from batchjac.exact.ir import Var
+
+    return Var(var.index, var.shape, var.dtype, False)
+
+
+def exact_memory_per_sample(program, inputs) -> int:
+    """Bytes one sample needs on the exact path (an estimate, counted from the program):
+    every value, a local Jacobian per differentiated edge (an entry per output entry for
+    structured rules, output times input for dense ones: products of traced operands,
+    softmax, linear algebra), and three copies of the result (assembly, densified, layout)."""
+    from batchjac.exact.ir import Var
+
+    active = program.active(program.inputs)
+    dense_rules = {"matmul", "einsum", "softmax", "log_softmax", "det", "logabsdet", "inv", "solve", "cholesky"}
+    itemsize = max(np.dtype(v.dtype).itemsize for v in program.outputs[:1])
+    entries = 0
+    for eq in program.equations:
+        entries += eq.out.size
+        if eq.out in active:
+            for o in eq.inputs:
+                if isinstance(o, Var) and o in active:
+                    entries += eq.out.size * (o.size if eq.primitive.name in dense_rules else 1)
+    result = program.outputs[0].size * sum(v.size for v in program.inputs)
+    return itemsize * (entries + 3 * result)
+
+
+def exact_chunk(program, inputs, batch: int, options: Options) -> int:
+    """Samples per pass of the exact path: all of them when they fit in half the free memory
+    (or ``chunk_size`` when given); ``MemoryError`` before allocating when one sample does
+    not fit. Structured results are never chunked (they are one object)."""
+    if batch == 0:
+        return 1
+    per_sample = exact_memory_per_sample(program, inputs)
+    needed = per_sample * (options.chunk_size or batch)
+    # reading the free memory costs a system call: below SMALL_REQUEST it cannot matter
+    free = free_memory(inputs[0]) if inputs and needed > SMALL_REQUEST else None
+    if free is not None and per_sample > free:
+        raise MemoryError(
+            f"the exact Jacobian needs about {per_sample:,} bytes per sample (values, local Jacobians and "
+            f"the result {program.outputs[0].size} x {sum(v.size for v in program.inputs)}); only {free:,} bytes "
+            "are free: even one sample at a time does not fit"
+        )
+    if options.chunk_size is not None:
+        if options.structured:
+            raise ValueError("chunk_size: a structured Jacobian is one object and is not computed in chunks; drop chunk_size or structured=True")
+        if free is not None and options.chunk_size * per_sample > free:
+            raise MemoryError(
+                f"chunk_size={options.chunk_size} samples need about {options.chunk_size * per_sample:,} bytes on the "
+                f"exact path; only {free:,} are free (about {free // per_sample:,} samples fit)"
+            )
+        return options.chunk_size
+    if options.structured:
+        return batch
+    budget = FALLBACK_BUDGET if free is None else int(MEMORY_FRACTION * free)
+    return max(1, min(batch, budget // max(per_sample, 1)))
+
+
+def _exact_in_chunks(program, inputs, batched, batch, chunk, in_shapes, options: Options):
+    """The exact path over slices of the batch, each written into the preallocated results."""
+    xp = namespace(*[a for a in inputs if hasattr(a, "shape")])
+    out = program.outputs[0]
+    value = xp.empty((batch, *out.shape), dtype=out.dtype)
+    results = [xp.empty((batch, *out.shape, *shape), dtype=out.dtype) for shape in in_shapes]
+    passes = -(-batch // chunk)
+    with _progress_bar(passes, options.progress) as bar:
+        for start in range(0, batch, chunk):
+            stop = min(start + chunk, batch)
+            part = [a[start:stop] if b else a for a, b in zip(inputs, batched)]
+            v, jacobians, _ = value_and_jacobians(program, part, program.const_values, program.inputs, stop - start)
+            value[start:stop] = _whole_batch(v, out, stop - start)
+            for result, J in zip(results, jacobians):
+                result[start:stop] = J.to_dense().reshape(result[start:stop].shape)
+            bar.update()
+    if options.layout == "denominator":
+        n_out = len(out.shape)
+        results = [
+            r.transpose((0, *range(1 + n_out, 1 + n_out + len(s)), *range(1, 1 + n_out))) for r, s in zip(results, in_shapes)
+        ]
+    return value, results
+
+
+def _aux(captured, inputs):
+    program = captured.program
+    if len(program.outputs) == 1:
+        traced = []
+    else:
+        outs, _ = evaluate(program, inputs)
+        traced = [_whole_batch(plain(o), var, captured.batch) for o, var in zip(outs[1:], program.outputs[1:])]
+    it = iter(traced)
+    leaves = [next(it) if leaf is None else leaf for leaf in captured.aux_leaves]
+    return unflatten(captured.aux_tree, leaves)
+
+
+def _whole_batch(value, var, batch):
+    """A value of the whole batch ``(B, ...)`` (a shared one repeated)."""
+    if var.batched:
+        return value
+    xp = namespace(value) if hasattr(value, "shape") else np
+    out = xp.empty((batch, *var.shape), dtype=var.dtype)
+    out[...] = value
+    return out
+
+
+def _owned(value, sources):
+    """``value`` itself, or a copy when it shares memory with an input (``f = lambda x: x``)
+    or is a read-only view: results never alias the caller's arrays."""
+    if getattr(value, "base", None) is None:
+        return value
+    return value.copy()
+
+
+def _shares(array, sources) -> bool:
+    for s in sources:
+        if isinstance(s, np.ndarray) and isinstance(array, np.ndarray) and np.may_share_memory(array, s):
+            return True
+    return False
+
+
+def _detached(J: Jacobian, sources) -> Jacobian:
+    """``J``, or a copy of it when it stores a caller's array (a weight of a ``Shared``
+    Jacobian): an in-place update of the caller's array must not change a result."""
+    if any(_shares(a, sources) for a in J._arrays()):
+        copy = J.scaled(1.0)
+        copy.plan = getattr(J, "plan", None)
+        return copy
+    return J
+
+
+def _finish(value, jacobians, in_shapes, options: Options, sources=()):
+    out_shape = tuple(value.shape[1:])
+    batch = value.shape[0]
+    results = []
+    for J, in_shape in zip(jacobians, in_shapes):
+        if options.structured:
+            J = _detached(J, sources)
+            results.append(J.T if options.layout == "denominator" else J)
+            continue
+        dense = J.to_dense() if isinstance(J, Jacobian) else J
+        if _shares(dense, sources):
+            dense = dense.copy()
+        dense = dense.reshape(batch, *out_shape, *in_shape)
+        if options.layout == "denominator":
+            n_out, n_in = len(out_shape), len(in_shape)
+            dense = dense.transpose((0, *range(1 + n_out, 1 + n_out + n_in), *range(1, 1 + n_out)))
+        results.append(dense)
+    return results
+
+
+def _rebuild(results, trees, options: Options):
+    """Per-leaf results back into the structure of each differentiated argument."""
+    it = iter(results)
+    per_argument = [unflatten(tree, [next(it) for _ in range(_count(tree))]) for tree in trees]
+    return per_argument[0] if options.single else tuple(per_argument)
+
+
+def _count(tree) -> int:
+    kind, _, children = tree
+    return 1 if kind == "leaf" else sum(_count(c) for c in children)
+
+
+def _nested(f, args, kwargs, options: Options):
+    """A Jacobian inside a traced function: reverse mode written with traced operations, one
+    backward sweep per output entry, so that the enclosing trace records it (second
+    derivatives of ``bj.jacobian(lambda x: bj.jacobian(g, x), x)``)."""
+    if options.structured:
+        raise TraceError("structured=True is not available inside a traced function (a nested bj.jacobian); use the dense result")
+    if options.method in NUMERICAL_METHODS:
+        raise TraceError(f"method={options.method!r} cannot run inside a traced function (its input is traced); use method='exact'")
+    # under a per-sample enclosing trace the arguments are samples: f is taken per sample too
+    per_sample = options.per_sample or any(
+        leaf.recording.mode == PER_SAMPLE for leaf in _leaves(args, options) if isinstance(leaf, Tracer)
+    )
+    captured = capture(f, args, kwargs, options.argnums, per_sample=per_sample,
+                       in_axes=options.in_axes, has_aux=options.has_aux)  # fmt: skip
+    program = captured.program
+    wrt = list(program.inputs)
+    output, jacobians = reverse.jacobian_rows(_single_output(program), captured.leaves, wrt=wrt)
+    if options.layout == "denominator":
+        out_ndim = program.outputs[0].ndim
+        jacobians = [
+            lax.transpose(J, (*range(out_ndim, out_ndim + v.ndim), *range(out_ndim))) for J, v in zip(jacobians, wrt)
+        ]
+    jacobians = [unwrap(J) for J in jacobians]
+    aux = _aux(captured, captured.leaves) if options.has_aux else None
+    return unwrap(output), _rebuild(jacobians, captured.trees, options), aux
+
+
+def _single_output(program):
+    """The program restricted to its first output (auxiliary outputs dropped)."""
+    if len(program.outputs) == 1:
+        return program
+    from batchjac.exact.ir import Program
+
+    return Program(program.inputs, program.consts, program.const_values, program.equations, program.outputs[:1], mode=program.mode)
+
+
+# --------------------------------------------------------------------------------------
+# Numerical
+# --------------------------------------------------------------------------------------
+
+
+def _flat_function(f, args, kwargs, options: Options, batch: int):
+    """``f`` as a function of batched arrays only: the differentiated leaves (a shared
+    per-sample parameter broadcast to the batch, so that each sample gets its own
+    perturbation) and the other arguments. Returns ``(g, flat_args, flat_argnums, trees)``.
+    A per-sample ``f`` is mapped over the samples by a loop."""
+    trees, flat, flat_argnums, slots = [], [], [], []
+    for i, a in enumerate(args):
+        if i in options.argnums:
+            leaves, tree = flatten(a)
+            if options.per_sample and options.in_axes[i] is None:
+                leaves = [namespace(leaf).broadcast_to(leaf, (batch, *leaf.shape)) for leaf in leaves]
+            trees.append(tree)
+            slots.append((i, len(flat), len(leaves), tree))
+            flat_argnums.extend(range(len(flat), len(flat) + len(leaves)))
+            flat.extend(leaves)
+        else:
+            slots.append((i, len(flat), 1, None))
+            flat.append(a)
+
+    def rebuild(values):
+        return [values[start] if tree is None else unflatten(tree, values[start : start + count]) for _, start, count, tree in slots]
+
+    def output(out):
+        return out[0] if options.has_aux else out
+
+    if not options.per_sample:
+        return (lambda *values: output(f(*rebuild(values), **kwargs))), flat, tuple(flat_argnums), trees
+
+    mapped = {i for i in range(len(args)) if options.in_axes[i] == 0 or i in options.argnums}
+
+    def per_sample(*values):
+        call = rebuild(values)
+        count = next(flatten(call[i])[0][0].shape[0] for i in sorted(mapped))
+        outs = []
+        for b in range(count):
+            sample = [_index_tree(v, b) if i in mapped else v for i, v in enumerate(call)]
+            outs.append(output(f(*sample, **kwargs)))
+        return namespace(*outs).stack(outs) if outs else np.zeros((0,))
+
+    return per_sample, flat, tuple(flat_argnums), trees
+
+
+def _index_tree(tree, b):
+    leaves, treedef = flatten(tree)
+    return unflatten(treedef, [leaf[b] if hasattr(leaf, "shape") and np.ndim(leaf) else leaf for leaf in leaves])
+
+
+def _numerical(f, args, kwargs, method, options: Options, auto: bool):
+    batch = _leaves(args, options)[0].shape[0] if not options.per_sample else _batch_of(args, options)
+    g, flat, flat_argnums, trees = _flat_function(f, args, kwargs, options, batch)
+
+    def run(method):
+        return numerical_value_and_jacobian(g, flat, flat_argnums, method, backend=options.backend,
+                                            chunk_size=options.chunk_size, progress=options.progress)  # fmt: skip
+
+    try:
+        value, jacobians = run(method)
+    except NotComplexSafeError as err:
+        if not auto:
+            raise
+        _warn_fallback(f"f is not complex-safe ({err})", "central")
+        value, jacobians = run("central")
+    aux = None
+    if options.has_aux:
+        aux = f(*args, **kwargs)[1] if not options.per_sample else [f(*_index_tree(list(args), b), **kwargs)[1] for b in range(batch)]
+    in_shapes = [tuple(flat[k].shape[1:]) for k in flat_argnums]
+    results = _finish(value, jacobians, in_shapes, options)
+    return value, _rebuild(results, trees, options), aux
+
+
+def _batch_of(args, options) -> int:
+    from batchjac.exact.capture import batch_size
+
+    return batch_size(args, options.argnums, options.in_axes, True)
+
+
+def in_memory(f, *args, **keywords):
+    """``(value, jacobians)`` of one in-memory call (the Dask integration's block call)."""
+    value, jacobians, _ = value_and_jacobian(f, *args, **keywords)
+    return value, jacobians

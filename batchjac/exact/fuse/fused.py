@@ -1,0 +1,194 @@
+"""Running a fused kernel: the value and Jacobians of a program in one pass per sample."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from batchjac.core.arrays import device_of
+from batchjac.core.errors import BackendUnavailableError, DeviceMismatchError
+from batchjac.exact.fuse.cache import get_kernel
+from batchjac.exact.fuse.codegen import CPU, CUDA, ELEMENTWISE
+from batchjac.exact.fuse.lower import literal_operands
+from batchjac.exact.fuse.plan import lowered, plan_fusion
+from batchjac.exact.ir import Program
+from batchjac.structured.types import Dense, Diagonal
+
+_CPU_BACKENDS = ("cpu", "numpy")
+_GPU_BACKENDS = ("cuda", "numba", "cupy")
+
+
+def fused_value_and_jacobians(program: Program, inputs, consts, wrt, batch: int, *, backend: str | None = None):
+    """``(value, [J w.r.t. each of wrt], decision)`` of ``program``'s output 0 by one fused
+    kernel: value and Jacobian in one pass over each sample.
+
+    ``inputs`` and ``consts`` are arrays, one per ``program.inputs`` / ``program.consts``
+    (``program.const_values`` for the traced ones), batched ones ``(B, *shape)`` and shared
+    ones per sample, as for :func:`batchjac.exact.interpret.jacobian.value_and_jacobians`;
+    ``wrt`` lists program inputs. Results: ``value`` ``(B, *out_shape)`` (per sample when
+    the output is shared by the batch) and each ``J`` a ``Dense`` ``(B, m, n)``, or a
+    ``Diagonal`` ``(B, n)`` for an element-wise program; they live on the inputs' device.
+
+    ``backend``: None (the inputs' device: NumPy arrays run a ``@njit(parallel=True)``
+    kernel, GPU arrays a ``@cuda.jit`` one), ``"cpu"``/``"numpy"`` or
+    ``"cuda"``/``"numba"``/``"cupy"`` (under ``NUMBA_ENABLE_CUDASIM=1`` the CUDA kernel runs
+    on the simulator with NumPy arrays). The first call of a program compiles its kernel (a
+    second or so), later calls and new processes reuse it (:mod:`batchjac.exact.fuse.cache`).
+
+    Raises ``ValueError`` naming the reason when the program is not fusable
+    (:func:`plan_fusion`'s ``reason``).
+
+    >>> import numpy as np, batchjac as bj
+    >>> x = np.array([[0.0, 1.0, 2.0]])
+    >>> program = bj.trace(lambda x: np.sin(np.cumsum(x, axis=-1)), x)
+    >>> value, (J,), decision = fused_value_and_jacobians(program, [x], program.const_values, program.inputs, 1)
+    >>> np.allclose(J.to_dense()[0], np.cos(np.cumsum(x[0]))[:, None] * np.tri(3))
+    True
+    """
+    target = _target([*inputs, *consts], backend)
+    output = program.outputs[0]
+    decision = plan_fusion(program, wrt, batch, output.dtype, "gpu" if target == CUDA else "cpu")
+    if not decision.fusable:
+        raise ValueError(f"fused_value_and_jacobians: this program is not fusable: {decision.reason}")
+    found = lowered(program, wrt)
+    tape = found.tape
+    kernel = get_kernel(program, wrt, found, target)
+    device = _Device(target, [*inputs, *consts])
+    arrays = {("input", i): a for i, a in enumerate(inputs)}
+    arrays.update({("const", j): a for j, a in enumerate(consts)})
+    _check_shapes(program, inputs, consts, batch)
+    literals = np.array([float(program.equations[k].inputs[i].value) for k, i in literal_operands(program)])
+    arrays[("lits",)] = literals
+    variables = {("input", i): v for i, v in enumerate(program.inputs)}
+    variables.update({("const", j): v for j, v in enumerate(program.consts)})
+    dtype = output.dtype
+    if found.mode == ELEMENTWISE:
+        n = output.size
+        total = batch * n
+        args = []
+        for argument in kernel.signature.arguments:
+            a = arrays[argument]
+            if argument == ("lits",):
+                args.append(device.literals(a))
+                continue
+            args.append(device.flat(a, variables[argument].dtype))
+        y = device.empty((total,), dtype)
+        derivatives = [device.empty((total,), dtype) for _ in wrt]
+        device.run(kernel.function, total, [total, n, *args, y, *derivatives])
+        value = y.reshape(batch, *output.shape)
+        return value, [Diagonal(d.reshape(batch, n)) for d in derivatives], decision
+    count = batch if output.batched else max(batch, 1)
+    args = []
+    for argument in kernel.signature.arguments:
+        a = arrays[argument]
+        if argument == ("lits",):
+            args.append(device.literals(a))
+            continue
+        var = variables[argument]
+        args.append(device.rows(a, var.dtype, var.size) if var.batched else device.flat(a, var.dtype))
+    m = output.size
+    y = device.empty((count, m), dtype)
+    jacobians = [device.empty((count, m, v.size), dtype) for v in wrt]
+    device.run(kernel.function, count, [count, *args, y, *jacobians])
+    value = y.reshape(count, *output.shape) if output.batched else y[0].reshape(output.shape)
+    return value, [Dense(J[:batch]) for J in jacobians], decision
+
+
+def _target(arrays, backend) -> str:
+    devices = {device_of(a) for a in arrays if hasattr(a, "shape")}
+    if len(devices) > 1:
+        raise DeviceMismatchError(
+            "fused_value_and_jacobians: the inputs and constants live on different devices; batchjac never "
+            "copies between devices silently"
+        )
+    on_gpu = devices == {"gpu"}
+    if backend is None:
+        return CUDA if on_gpu else CPU
+    if backend in _CPU_BACKENDS:
+        if on_gpu:
+            raise DeviceMismatchError(f"backend={backend!r} runs on the CPU but the inputs live on the GPU")
+        return CPU
+    if backend in _GPU_BACKENDS:
+        from batchjac.kernels.numba_launch import simulated
+
+        if not on_gpu and not simulated():
+            raise DeviceMismatchError(
+                f"backend={backend!r} runs on the GPU but the inputs are NumPy arrays on the CPU; move them "
+                "with bj.to_device(x, 'gpu')"
+            )
+        return CUDA
+    raise ValueError(
+        f"backend: expected None, {', '.join(map(repr, _CPU_BACKENDS + _GPU_BACKENDS))}, got {backend!r}"
+    )
+
+
+def _check_shapes(program: Program, inputs, consts, batch: int) -> None:
+    for label, variables, values in (("input", program.inputs, inputs), ("const", program.consts, consts)):
+        if len(values) != len(variables):
+            raise ValueError(f"fused_value_and_jacobians: expected {len(variables)} {label}s, got {len(values)}")
+        for i, (var, a) in enumerate(zip(variables, values)):
+            expected = (batch, *var.shape) if var.batched else var.shape
+            if tuple(np.shape(a)) != tuple(expected):
+                raise ValueError(
+                    f"fused_value_and_jacobians: {label} {i} should have shape {expected}, got {tuple(np.shape(a))}"
+                )
+
+
+class _Device:
+    """Allocation, layout and launch on the kernel's target."""
+
+    def __init__(self, target: str, arrays):
+        self.target = target
+        self.xp = np
+        self.numba_arrays = False
+        self.stream = None
+        if target == CUDA:
+            gpu = [a for a in arrays if hasattr(a, "__cuda_array_interface__")]
+            if gpu and type(gpu[0]).__module__.startswith("cupy"):
+                import cupy
+
+                self.xp = cupy
+                self.stream = cupy.cuda.get_current_stream().ptr
+            elif gpu:
+                self.numba_arrays = True
+
+    def _contiguous(self, a, dtype):
+        if self.numba_arrays:
+            if a.dtype != dtype:
+                raise TypeError(f"fused_value_and_jacobians: a numba device array of dtype {a.dtype}, expected {dtype}")
+            return a
+        return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))
+
+    def rows(self, a, dtype, size):
+        """A batched array as ``(B, size)``."""
+        a = self._contiguous(a, dtype)
+        return a.reshape(a.shape[0], size)
+
+    def flat(self, a, dtype):
+        return self._contiguous(a, dtype).reshape(-1)
+
+    def literals(self, values):
+        if self.target == CPU or self.xp is np and not self.numba_arrays:
+            return values
+        if self.numba_arrays:
+            from numba import cuda
+
+            return cuda.to_device(values)
+        return self.xp.asarray(values)
+
+    def empty(self, shape, dtype):
+        if self.numba_arrays:
+            from numba import cuda
+
+            return cuda.device_array(shape, dtype=dtype)
+        return self.xp.empty(shape, dtype=dtype)
+
+    def run(self, kernel, count, args) -> None:
+        if self.target == CPU:
+            kernel(*args)
+            return
+        try:
+            from batchjac.kernels.numba_fused import launch
+        except ImportError as err:  # pragma: no cover - numba without its CUDA target
+            raise BackendUnavailableError(f"the fused CUDA kernels need numba-cuda ({err})") from err
+        launch(kernel, count, args, self.stream)
+

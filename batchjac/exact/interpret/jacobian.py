@@ -1,0 +1,280 @@
+"""The structured-Jacobian interpreter: values, local Jacobians, and their assembly.
+
+Running a program forward, each equation computes its value and, for every input that
+depends on the differentiated ones, its structured local Jacobian (a graph edge
+``(B, out_size, in_size)``). Assembly then eliminates the intermediate vertices of that
+graph (Griewank's vertex elimination): a maximal chain of single-input, single-output
+vertices is multiplied as one chain product in the cheapest order (the planner of
+:mod:`batchjac.structured.chain`), parallel edges are summed (the total derivative), and any
+vertex left with several inputs and outputs is eliminated by pairwise products, the one
+with the fewest products first.
+
+Memory: a value is freed after its last use (the local Jacobians keep what they need), and
+a diagonal edge after diagonal edges is multiplied out at once, so that a deep element-wise
+chain holds one diagonal.
+
+Plans: the order of eliminations depends only on the program's structure, so it is found
+once per structure (:attr:`Program.hash` and the differentiated inputs) and replayed on
+later calls, whatever the batch size; :data:`PLAN_CACHE` holds the plans and
+:data:`PLANNING_COUNT` counts how often one was made.
+"""
+
+from __future__ import annotations
+
+import builtins
+import numbers
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from batchjac.core.arrays import namespace
+from batchjac.exact.ir import Literal, Program, Var
+from batchjac.exact.primitives.base import JacobianContext
+from batchjac.structured.chain import chain, chain_plan
+from batchjac.structured.types import Diagonal, Identity, Jacobian, Shared
+
+PLAN_CACHE: dict = {}
+PLAN_CACHE_SIZE = 512
+PLANNING_COUNT = [0]
+
+
+@dataclass
+class AssemblyPlan:
+    """How a traced Jacobian was assembled: the chain products and vertex eliminations.
+
+    ``chains`` holds the :class:`~batchjac.structured.chain.ChainPlan` of each chain product;
+    ``steps`` describes every step in order; ``path`` is ``"chain"`` (structured local
+    Jacobians) or ``"fused"`` (one compiled kernel), and ``reason`` says why.
+    """
+
+    steps: list = field(default_factory=list)
+    chains: list = field(default_factory=list)
+    path: str = "chain"
+    reason: str = ""
+    actions: list = field(default_factory=list)  # replayable: ("chain", sink, path, source) | ("eliminate", v)
+
+    @property
+    def order(self) -> str:
+        """The bracketing of each chain product, e.g. ``"(((J4 J3) J2) J1)"``."""
+        orders = [getattr(plan, "order", str(plan)) for plan in self.chains]
+        return "; ".join(orders) if orders else "no products (a single local Jacobian)"
+
+    @property
+    def flops(self) -> int:
+        return int(builtins.sum(getattr(plan, "flops", 0) for plan in self.chains))
+
+    def explain(self) -> str:
+        head = f"path: {self.path}" + (f" ({self.reason})" if self.reason else "")
+        body = "\n".join(f"{i + 1}. {step}" for i, step in enumerate(self.steps)) or "nothing to assemble"
+        return f"{head}\n{body}"
+
+    def __str__(self):
+        return self.explain()
+
+
+def _xp_of(values):
+    arrays = [v for v in values if hasattr(v, "shape")]
+    return namespace(*arrays) if arrays else np
+
+
+def forward(program: Program, inputs, consts, wrt, batch: int):
+    """Values and local Jacobians: ``(output value, edges)`` with ``edges[child][parent] = J``."""
+    active = program.active(wrt)
+    env = dict(zip(program.inputs, inputs))
+    env.update(zip(program.consts, consts))
+    last = program.last_uses()
+    edges: dict = {}
+    for k, eq in enumerate(program.equations):
+        values = [o.value if isinstance(o, Literal) else env[o] for o in eq.inputs]
+        batched = tuple(isinstance(o, Var) and o.batched for o in eq.inputs)
+        xp = _xp_of(values)
+        params = dict(eq.params)
+        wanted = [i for i, o in enumerate(eq.inputs) if isinstance(o, Var) and o in active]
+        if eq.out in active and wanted:
+            ctx = JacobianContext(xp, values, batched, eq.inputs, eq.out, batch, eq.out.dtype)
+            value, local = eq.primitive.local_jacobians(ctx, wanted, **params)
+            parents: dict = {}
+            for i, J in local.items():
+                for node, K in _compose_diagonal(eq.inputs[i], J, edges):
+                    parents[node] = parents[node] + K if node in parents else K
+            if parents:
+                edges[eq.out] = parents
+        else:
+            value = eq.primitive.impl(xp, values, batched, **params)
+        env[eq.out] = value
+        for o in eq.inputs:
+            if isinstance(o, Var) and last.get(o) == k:
+                env.pop(o, None)
+    return [env[v] for v in program.outputs], edges
+
+
+def _compose_diagonal(node: Var, J: Jacobian, edges):
+    """Edges for a local Jacobian ``J`` w.r.t. ``node``: ``[(node, J)]``, or, when ``J`` and
+    all of ``node``'s own edges are diagonal, ``[(parent, J @ D_parent), ...]``: a product of
+    diagonals costs the same whenever it is done, and doing it now frees the intermediate."""
+    parents = edges.get(node)
+    if isinstance(J, Diagonal) and parents and all(isinstance(D, Diagonal) for D in parents.values()):
+        return [(parent, J @ D) for parent, D in parents.items()]
+    return [(node, J)]
+
+
+def _chain_product(factors):
+    """The product of a chain of local Jacobians in the planner's cheapest order."""
+    return chain(*factors, order="optimal"), chain_plan(*factors)
+
+
+def assemble(program: Program, output: Var, wrt, edges, batch: int, dtype, xp):
+    """The Jacobian of ``output`` w.r.t. each of ``wrt`` from the local Jacobians ``edges``,
+    by a cached plan when this structure was assembled before. Returns ``(jacobians, plan)``."""
+    edges = _reachable(edges, output)  # dead ends (a value composed away, an unused result) drop out
+    key = (program.hash, output.index, tuple(v.index for v in wrt))
+    cached = PLAN_CACHE.get(key)
+    by_index = _vertices_by_index(edges)
+    plan = AssemblyPlan()
+    if cached is not None:
+        plan.steps, plan.actions = list(cached.steps), cached.actions
+        for action in cached.actions:
+            if action[0] == "chain":
+                _, sink, path, source = action
+                _multiply_path(edges, by_index[sink], [by_index[u] for u in path], by_index[source], plan)
+            else:
+                _eliminate_vertex(edges, by_index[action[1]])
+    else:
+        PLANNING_COUNT[0] += 1
+        _plan_and_assemble(edges, set(wrt) | {output}, plan)
+        if len(PLAN_CACHE) >= PLAN_CACHE_SIZE:
+            PLAN_CACHE.pop(next(iter(PLAN_CACHE)))
+        PLAN_CACHE[key] = AssemblyPlan(steps=list(plan.steps), actions=list(plan.actions))
+    result = []
+    for node in wrt:
+        if node is output:
+            result.append(Identity(node.size, batch, dtype=dtype, device=_device(xp)))
+        elif node in edges.get(output, {}):
+            result.append(edges[output][node])
+        else:
+            result.append(Shared(xp.zeros((output.size, node.size), dtype=dtype), batch))
+    return result, plan
+
+
+def _reachable(edges, output) -> dict:
+    """The edges on paths that end at ``output``."""
+    kept, stack, seen = {}, [output], {output}
+    while stack:
+        node = stack.pop()
+        parents = edges.get(node)
+        if not parents:
+            continue
+        kept[node] = parents
+        for parent in parents:
+            if parent not in seen:
+                seen.add(parent)
+                stack.append(parent)
+    return kept
+
+
+def _device(xp):
+    return "cpu" if xp is np else "gpu"
+
+
+def _vertices_by_index(edges) -> dict:
+    found = {}
+    for child, parents in edges.items():
+        found[child.index] = child
+        for p in parents:
+            found[p.index] = p
+    return found
+
+
+def _plan_and_assemble(edges, protected, plan: AssemblyPlan):
+    while True:
+        inner = [v for v in _vertices(edges) if v not in protected]
+        if not inner:
+            return
+        if not _eliminate_chains(edges, inner, plan):
+            vertex = min(inner, key=lambda v: (_markowitz(edges, v), v.index))
+            plan.steps.append(f"eliminate shared vertex {vertex.type_text()}: {_markowitz(edges, vertex)} pairwise products")
+            plan.actions.append(("eliminate", vertex.index))
+            _eliminate_vertex(edges, vertex)
+
+
+def _vertices(edges):
+    seen = {}
+    for child, parents in edges.items():
+        seen[child] = None
+        for p in parents:
+            seen[p] = None
+    return list(seen)
+
+
+def _children(edges, v):
+    return [c for c, parents in edges.items() if v in parents]
+
+
+def _markowitz(edges, v):
+    return len(edges.get(v, ())) * len(_children(edges, v))
+
+
+def _add_edge(edges, child, parent, J):
+    parents = edges.setdefault(child, {})
+    parents[parent] = parents[parent] + J if parent in parents else J
+
+
+def _eliminate_chains(edges, inner, plan) -> bool:
+    """Multiply out every maximal path of single-in, single-out vertices; False if none."""
+    links = {v for v in inner if len(edges.get(v, ())) == 1 and len(_children(edges, v)) == 1}
+    if not links:
+        return False
+    for v in sorted(links, key=lambda v: v.index):
+        if v not in links:
+            continue
+        while (child := _children(edges, v)[0]) in links:
+            v = child
+        sink = child
+        path = [v]
+        while (parent := next(iter(edges[path[-1]]))) in links:
+            path.append(parent)
+        source = parent
+        plan.actions.append(("chain", sink.index, tuple(u.index for u in path), source.index))
+        _multiply_path(edges, sink, path, source, plan, describe=True)
+        links.difference_update(path)
+    return True
+
+
+def _multiply_path(edges, sink, path, source, plan, describe=False):
+    factors = [edges[sink].pop(path[0])]
+    for u in path:
+        (J,) = edges.pop(u).values()
+        factors.append(J)
+    if not edges[sink]:
+        del edges[sink]
+    product, chain_plan_ = _chain_product(factors)
+    plan.chains.append(chain_plan_)
+    if describe:
+        merged = source in edges.get(sink, {})
+        plan.steps.append(
+            f"chain of {len(factors)} factors {' '.join(type(J).__name__ for J in factors)}: "
+            f"{getattr(chain_plan_, 'order', chain_plan_)}" + (", summed with a parallel path" if merged else "")
+        )
+    _add_edge(edges, sink, source, product)
+
+
+def _eliminate_vertex(edges, v):
+    incoming = edges.pop(v)
+    for child in _children(edges, v):
+        out = edges[child].pop(v)
+        for parent, J in incoming.items():
+            _add_edge(edges, child, parent, out @ J)
+
+
+def value_and_jacobians(program: Program, inputs, consts, wrt, batch: int):
+    """``(output value, [J w.r.t. each of wrt], plan)`` for a program of one output."""
+    (value,), edges = forward(program, inputs, consts, wrt, batch)
+    output = program.outputs[0]
+    xp = namespace(value) if hasattr(value, "shape") else np
+    dtype = output.dtype
+    jacobians, plan = assemble(program, output, list(wrt), edges, batch, dtype, xp)
+    return value, jacobians, plan
+
+
+def is_number(v) -> bool:
+    return isinstance(v, numbers.Number)

@@ -1,0 +1,244 @@
+"""The program a traced function records: variables, equations, a printable listing, a hash.
+
+A :class:`Program` is what ``bj.trace(f, x)`` returns and what every interpreter of
+``batchjac.exact`` reads (values only, values and structured Jacobians, gradients, fused
+kernels, sparsity). It is written *per sample*: each :class:`Var` has the shape of one
+sample and a flag ``batched`` saying whether it carries the batch axis (an input of ``f``,
+or anything computed from one) or is shared by the batch (a weight matrix); the batch size
+``B`` appears nowhere, so one program serves every batch size.
+
+Constants are inputs of the program (``Program.consts``), not baked into it: the values of
+a weight matrix travel beside the program (``Program.const_values``), and the structural
+hash (``Program.hash``) sees only their shapes and dtypes. Python numbers in ``f``
+(``2.0 * x``) are :class:`Literal` operands, whose values the hash ignores too; static
+parameters of a primitive (axes, shapes, an exponent ``p`` of ``x ** p``) are part of the
+structure and of the hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+class Var:
+    """One value of a program: per-sample ``shape``, ``dtype``, ``batched`` flag.
+
+    ``index`` numbers the variables of a program in the order they were created (inputs,
+    then constants, then each equation's result); names in listings come from it.
+    """
+
+    __slots__ = ("index", "shape", "dtype", "batched", "size", "__weakref__")
+
+    def __init__(self, index: int, shape: tuple, dtype, batched: bool):
+        self.index = index
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        self.batched = bool(batched)
+        self.size = math.prod(self.shape)  # entries per sample
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def type_text(self) -> str:
+        """``f32[B,64]`` for a batched float32 vector of 64 per sample, ``f64[3,3]`` shared."""
+        dims = (["B"] if self.batched else []) + [str(s) for s in self.shape]
+        return f"{_short_dtype(self.dtype)}[{','.join(dims)}]"
+
+    def __repr__(self):
+        return f"Var({self.index}, {self.type_text()})"
+
+
+class Literal:
+    """A Python number used as an operand (``2.0`` in ``2.0 * x``); weakly typed as in NumPy."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    @property
+    def shape(self) -> tuple:
+        return ()
+
+    @property
+    def batched(self) -> bool:
+        return False
+
+    @property
+    def dtype(self):
+        return np.dtype(type(self.value)) if not isinstance(self.value, bool) else np.dtype(bool)
+
+    def __repr__(self):
+        return f"Literal({self.value!r})"
+
+
+@dataclass(frozen=True)
+class Equation:
+    """``out = primitive(*inputs, **params)``: one step of a program."""
+
+    primitive: Any  # batchjac.exact.primitives.base.Primitive
+    inputs: tuple  # Var or Literal
+    params: tuple  # sorted (name, value) pairs; values hashable
+    out: Var
+
+    @property
+    def kwargs(self) -> dict:
+        return dict(self.params)
+
+
+def _short_dtype(dtype) -> str:
+    dtype = np.dtype(dtype)
+    return {"f": "f", "i": "i", "u": "u", "b": "bool", "c": "c"}.get(dtype.kind, dtype.kind) + (
+        "" if dtype.kind == "b" else str(8 * dtype.itemsize)
+    )
+
+
+def _param_text(value) -> str:
+    described = getattr(value, "describe", None)
+    if callable(described):
+        return described()
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, np.dtype):
+        return str(value)
+    return repr(value)
+
+
+def _param_key(value):
+    """A hashable, process-independent description of a static parameter."""
+    key = getattr(value, "structural_key", None)
+    if callable(key):
+        return key()
+    if isinstance(value, np.dtype):
+        return ("dtype", value.str)
+    if isinstance(value, (tuple, list)):
+        return tuple(_param_key(v) for v in value)
+    return value
+
+
+class Program:
+    """A traced function: ``inputs`` (the differentiated arguments and other traced ones),
+    ``consts`` (arrays ``f`` used, as inputs whose values are ``const_values``),
+    ``equations`` and ``outputs``.
+
+    ``print(program)`` gives a listing, one line per equation with per-sample shapes
+    (``B`` marks the batch axis); ``program.hash`` is structural: equal for two traces of
+    one function on different weights or batch sizes, different for a different graph.
+
+    >>> import numpy as np, batchjac as bj
+    >>> W = np.ones((4, 3))
+    >>> program = bj.trace(lambda x: bj.tanh(bj.linear(x, W)), np.ones((2, 3)))
+    >>> len(program.equations), program.outputs[0].type_text()
+    (2, 'f64[B,4]')
+    """
+
+    def __init__(self, inputs, consts, const_values, equations, outputs, *, input_names=None, mode="batched"):
+        self.inputs = tuple(inputs)
+        self.consts = tuple(consts)
+        self.const_values = tuple(const_values)
+        self.equations = tuple(equations)
+        self.outputs = tuple(outputs)
+        self.input_names = tuple(input_names) if input_names is not None else None
+        self.mode = mode
+        self._hash = None
+        self._digest = None
+
+    # -- structure ------------------------------------------------------------------------
+    def _structural_key(self) -> tuple:
+        def ref(operand):
+            if isinstance(operand, Literal):
+                return ("literal", operand.dtype.str)
+            return operand.index
+
+        def aval(var):
+            return (var.index, var.shape, var.dtype.str, var.batched)
+
+        return (
+            tuple(aval(v) for v in self.inputs),
+            tuple(aval(v) for v in self.consts),
+            tuple(
+                (eq.primitive.name, tuple(ref(o) for o in eq.inputs), _param_key(eq.params), aval(eq.out))
+                for eq in self.equations
+            ),
+            tuple(ref(v) for v in self.outputs),
+        )
+
+    @property
+    def hash(self) -> str:
+        """A structural digest (hex): primitives, wiring, static parameters, per-sample shapes
+        and dtypes; not constant values, literal values or the batch size. Stable across
+        processes (it keys the on-disk kernel cache)."""
+        if self._digest is None:
+            self._digest = hashlib.sha256(repr(self._structural_key()).encode()).hexdigest()[:32]
+        return self._digest
+
+    def __hash__(self):
+        if self._hash is None:
+            self._hash = hash(self.hash)
+        return self._hash
+
+    def __eq__(self, other):
+        return isinstance(other, Program) and self.hash == other.hash
+
+    # -- listing --------------------------------------------------------------------------
+    def _names(self) -> dict:
+        names = {}
+        for i, v in enumerate(self.inputs):
+            given = self.input_names[i] if self.input_names and i < len(self.input_names) else None
+            names[v] = given or f"x{i}"
+        for i, v in enumerate(self.consts):
+            names[v] = f"c{i}"
+        for i, eq in enumerate(self.equations):
+            names.setdefault(eq.out, f"v{i + 1}")
+        return names
+
+    def __str__(self):
+        names = self._names()
+
+        def show(o):
+            return repr(o.value) if isinstance(o, Literal) else names[o]
+
+        head = ", ".join(f"{names[v]}: {v.type_text()}" for v in self.inputs)
+        lines = [f"program({head})"]
+        if self.consts:
+            lines.append("  consts " + ", ".join(f"{names[v]}: {v.type_text()}" for v in self.consts))
+        for eq in self.equations:
+            params = ", ".join(f"{k}={_param_text(v)}" for k, v in eq.params)
+            call = ", ".join(show(o) for o in eq.inputs) + (f"; {params}" if params else "")
+            lines.append(f"  {names[eq.out]}: {eq.out.type_text()} = {eq.primitive.name}({call})")
+        lines.append("  return " + ", ".join(show(v) for v in self.outputs))
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return f"<batchjac Program {self.hash[:12]}: {len(self.inputs)} input(s), {len(self.equations)} equation(s)>"
+
+    # -- analysis -------------------------------------------------------------------------
+    def last_uses(self) -> dict:
+        """``{var: index of the last equation reading it}`` (outputs: ``len(equations)``)."""
+        last = {}
+        for i, eq in enumerate(self.equations):
+            for o in eq.inputs:
+                if isinstance(o, Var):
+                    last[o] = i
+        for v in self.outputs:
+            last[v] = len(self.equations)
+        return last
+
+    def active(self, wrt=None) -> set:
+        """The variables that depend on ``wrt`` (default: all inputs) through differentiable
+        primitives: those whose derivative is not identically zero."""
+        active = set(self.inputs if wrt is None else wrt)
+        for eq in self.equations:
+            if (
+                eq.primitive.differentiable
+                and eq.out.dtype.kind == "f"
+                and any(o in active for o in eq.inputs if isinstance(o, Var))
+            ):
+                active.add(eq.out)
+        return active

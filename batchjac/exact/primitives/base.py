@@ -1,0 +1,221 @@
+"""What a primitive is, and the helpers every family of primitives shares.
+
+A :class:`Primitive` is declared once, with its rules beside it, as JAX declares
+``tanh_p`` with its JVP: every interpreter of a :class:`~batchjac.exact.ir.Program` reads
+these rules and nothing else.
+
+- ``abstract(inputs, **params) -> (shape, dtype)``: the per-sample shape and dtype of the
+  result (tracing needs nothing more).
+- ``impl(xp, values, batched, **params)``: the value, on whole arrays (``batched[i]`` says
+  whether ``values[i]`` has the batch axis first; a shared one has the per-sample shape).
+- ``local_jacobians(ctx, wrt, **params) -> (value, {i: J})``: the value and the structured
+  local Jacobian ``(B, out_size, in_size)`` with respect to each input ``i`` in ``wrt``
+  (``Diagonal`` for element-wise rules, ``Gather`` for moves, ``Shared``/``Kronecker`` for
+  products with constants, ...), computed in one pass where that pays.
+- ``vjp(cotangent, i, inputs, out, **params)``: the cotangent of input ``i`` written with
+  traceable operations (:mod:`batchjac.exact.lax`), so that reverse mode is itself a
+  program: it gives gradients, Hessians (the Jacobian of the gradient program) and nesting.
+
+Per-sample semantics: shapes and axes in ``params`` are those of one sample; ``impl``
+places the batch axis itself (see :func:`lift`).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import numbers
+
+import numpy as np
+
+from batchjac.core.arrays import device_of
+from batchjac.exact.ir import Literal, Var
+
+REGISTRY: dict[str, "Primitive"] = {}
+
+
+class Primitive:
+    """A primitive operation; subclasses give its rules (see the module docstring)."""
+
+    name: str = "?"
+    differentiable: bool = True  # False: the result does not depend smoothly on the inputs
+
+    def __init__(self, name: str | None = None):
+        if name is not None:
+            self.name = name
+        if self.name in REGISTRY:
+            raise ValueError(f"primitive {self.name!r} is declared twice")
+        REGISTRY[self.name] = self
+
+    def abstract(self, inputs, **params):
+        raise NotImplementedError(self.name)
+
+    def impl(self, xp, values, batched, **params):
+        raise NotImplementedError(self.name)
+
+    def jacobian(self, ctx: "JacobianContext", i: int, **params):
+        raise NotImplementedError(f"{self.name}: no structured Jacobian rule")
+
+    def local_jacobians(self, ctx: "JacobianContext", wrt, **params):
+        value = self.impl(ctx.xp, ctx.values, ctx.batched, **params)
+        ctx.value = value
+        return value, {i: self.jacobian(ctx, i, **params) for i in wrt}
+
+    def vjp(self, cotangent, i: int, inputs, out, **params):
+        raise NotImplementedError(f"{self.name}: no reverse-mode rule (second derivatives and nesting)")
+
+    def __repr__(self):
+        return f"<primitive {self.name}>"
+
+    def __reduce__(self):  # primitives are singletons: pickle by name (Dask ships programs)
+        return (REGISTRY.__getitem__, (self.name,))
+
+
+class JacobianContext:
+    """What a local-Jacobian rule sees: the equation's input values and avals, the batch,
+    the namespace, and (once computed) the value of the result."""
+
+    __slots__ = ("xp", "values", "batched", "inputs", "out", "batch", "value", "dtype")
+
+    def __init__(self, xp, values, batched, inputs, out: Var, batch: int, dtype):
+        self.xp = xp
+        self.values = values
+        self.batched = batched
+        self.inputs = inputs
+        self.out = out
+        self.batch = batch
+        self.value = None
+        self.dtype = np.dtype(dtype)
+
+    @property
+    def device(self) -> str:
+        arrays = [v for v in self.values if hasattr(v, "shape")]
+        return device_of(arrays[0]) if arrays else "cpu"
+
+    def per_sample(self, i: int):
+        """Input ``i`` as a ``(B, *shape)`` array (a shared input broadcast, without a copy)."""
+        v = self.values[i]
+        shape = self.inputs[i].shape
+        if self.batched[i]:
+            return v
+        return self.xp.broadcast_to(v, (self.batch, *shape))
+
+    def flat(self, i: int):
+        """Input ``i`` as ``(B, size)``, batched or broadcast."""
+        v = self.per_sample(i)
+        return v.reshape(self.batch, self.inputs[i].size)
+
+    def out_flat(self):
+        v = self.value
+        if not self.out.batched:
+            v = self.xp.broadcast_to(v, (self.batch, *self.out.shape))
+        return v.reshape(self.batch, self.out.size)
+
+
+# --------------------------------------------------------------------------------------
+# Shapes and dtypes
+# --------------------------------------------------------------------------------------
+
+
+def broadcast_shapes(*shapes) -> tuple:
+    first = shapes[0]
+    if all(s == first for s in shapes[1:]):
+        return tuple(first)
+    try:
+        return tuple(np.broadcast_shapes(*shapes))
+    except ValueError as err:
+        raise ValueError(
+            f"operands could not be broadcast together with per-sample shapes {' '.join(map(str, shapes))}"
+        ) from err
+
+
+def result_dtype(inputs, floating=True):
+    """NumPy's promotion of the operands (Python numbers weak); integers become float64
+    when ``floating``."""
+    dtype = _promote(
+        tuple(o.dtype for o in inputs if isinstance(o, Var)),
+        tuple(type(o.value) for o in inputs if isinstance(o, Literal)),
+    )
+    if floating and dtype.kind in "biu":
+        return np.dtype(np.float64)
+    return dtype
+
+
+@functools.lru_cache(maxsize=1024)
+def _promote(dtypes: tuple, literal_types: tuple):
+    arrays = [np.empty((), dtype=d) for d in dtypes]
+    literals = [t(0) for t in literal_types]
+    return np.result_type(*arrays, *literals) if arrays else np.result_type(*literals)
+
+
+def lift(xp, value, batched: bool, rank: int):
+    """``value`` with a leading batch axis (length 1 when shared) and ``rank`` per-sample
+    axes (ones inserted after the batch axis, as NumPy's right-aligned broadcasting would).
+
+    >>> lift(np, np.ones((2, 3)), False, 3).shape
+    (1, 1, 2, 3)
+    """
+    if isinstance(value, numbers.Number):
+        return value
+    shape = value.shape[1:] if batched else value.shape
+    lead = value.shape[0] if batched else 1
+    return value.reshape((lead,) + (1,) * (rank - len(shape)) + tuple(shape))
+
+
+def unlift(value, batched: bool):
+    """Drop the leading batch axis of a shared result (see :func:`lift`). A result of
+    numbers only (nothing was lifted, e.g. two 0-d cotangents of a reverse sweep) has no
+    such axis and stays as it is.
+
+    >>> unlift(np.ones((1, 2, 3)), False).shape, unlift(np.float64(2.0), False)
+    ((2, 3), np.float64(2.0))
+    """
+    if batched or np.ndim(value) == 0:
+        return value
+    return value[0, ...]
+
+
+def size_of(shape) -> int:
+    return int(np.prod(shape, dtype=np.int64))
+
+
+# --------------------------------------------------------------------------------------
+# Index maps: static, hashable integer arrays (the parameters of the moving primitives)
+# --------------------------------------------------------------------------------------
+
+
+class IndexMap:
+    """A read-only integer array used as a static parameter: hashed by content.
+
+    Entry ``-1`` means "no input" (a zero, e.g. the padding of ``pad``).
+    """
+
+    __slots__ = ("array", "_digest")
+
+    def __init__(self, array):
+        array = np.array(array, dtype=np.int64, order="C")  # a copy; 0-d stays 0-d
+        array.setflags(write=False)
+        self.array = array
+        self._digest = hashlib.sha256(array.tobytes() + repr(array.shape).encode()).hexdigest()[:16]
+
+    def structural_key(self):
+        return ("index", self.array.shape, self._digest)
+
+    def describe(self) -> str:
+        return f"<index {self.array.shape}>"
+
+    def __hash__(self):
+        return hash(self._digest)
+
+    def __eq__(self, other):
+        return isinstance(other, IndexMap) and other._digest == self._digest
+
+    def __repr__(self):
+        return self.describe()
+
+
+@functools.lru_cache(maxsize=256)
+def injective(index: IndexMap) -> bool:
+    """True when no input entry is picked twice (entries ``-1`` aside)."""
+    valid = index.array[index.array >= 0]
+    return bool(np.unique(valid).size == valid.size)

@@ -1,0 +1,268 @@
+"""Element-wise primitives: every rule of :mod:`batchjac.core.elementwise_rules`, ``select``
+(``where``), comparisons, logical operations and dtype conversion.
+
+The maths of an element-wise rule has one home, its scalar form in the core: the value and
+derivatives of :meth:`ElementwisePrimitive.local_jacobians` come from the backend's fused
+value-and-derivative primitive, and the traced derivative of :meth:`vjp` evaluates the same
+derivative expression with traced arrays (which gives second derivatives).
+
+Local Jacobians, per sample: ``Diagonal`` for an operand of the result's shape;
+``Identity`` (scaled) when the partial derivative is one number (``x + c``, ``c * x``,
+``x / c``, ``-x``); a row-scaled broadcast (one entry per row) for an operand broadcast
+against the result.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from batchjac.backends.dispatch import select_backend
+from batchjac.core.elementwise_rules import BINARY, UNARY, quiet, rule
+from batchjac.exact import lax
+from batchjac.exact.ir import Literal, Var
+from batchjac.exact.primitives import jacobians
+from batchjac.exact.primitives.base import Primitive, broadcast_shapes, lift, result_dtype, size_of, unlift
+from batchjac.structured.types import Diagonal, Identity
+
+
+def _out_rank(inputs) -> int:
+    return max(len(o.shape) for o in inputs)
+
+
+def _lifted(xp, values, batched, rank):
+    return [lift(xp, v, b, rank) for v, b in zip(values, batched)]
+
+
+class ElementwisePrimitive(Primitive):
+    """One rule of the core's table (looked up by name at each use, so that rules registered
+    later by ``bj.register_elementwise`` are primitives too)."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.differentiable = not rule(name).zero_derivative
+
+    @property
+    def rule(self):
+        return rule(self.name)
+
+    def abstract(self, inputs, **params):
+        shape = broadcast_shapes(*(o.shape for o in inputs))
+        return shape, result_dtype(inputs)
+
+    def impl(self, xp, values, batched, **params):
+        rank = max((np.ndim(v) - b for v, b in zip(values, batched)), default=0)
+        value = self.rule.value(xp, *_lifted(xp, values, batched, rank), **params)
+        return unlift(value, any(batched))
+
+    def local_jacobians(self, ctx, wrt, **params):
+        xp, found = ctx.xp, self.rule
+        rank = len(ctx.out.shape)
+        lifted = _lifted(xp, ctx.values, ctx.batched, rank)
+        scales = {i: _constant_partial(self.name, ctx.values, ctx.inputs, i, params) for i in wrt}
+        if all(s is not None for s in scales.values()):
+            value, partials = found.value(xp, *lifted, **params), None  # no derivative arrays
+        else:
+            value, *partials = _value_and_partials(xp, found, lifted, params)
+        value = unlift(value, ctx.out.batched)
+        ctx.value = value
+        out = {}
+        for i in wrt:
+            if scales[i] is not None:
+                out[i] = _scaled_broadcast(ctx, i, scales[i])
+            else:
+                out[i] = _partial_jacobian(ctx, i, partials[i])
+        return value, out
+
+    def vjp(self, cotangent, i, inputs, out, **params):
+        found = self.rule
+        if found.functions is not None:
+            raise NotImplementedError(
+                f"{self.name}: a rule registered with bj.register_elementwise has no traced derivative "
+                "(it is a compiled scalar function); second derivatives and nesting need a built-in rule"
+            )
+        scope = dict(lax.SCALAR_NAMESPACE)
+        scope.update(zip(found.arguments, inputs))
+        scope.update({**found.params, **params})
+        scope["y"] = out
+        partial = eval(found.scalar[1 + i], scope)  # noqa: S307 - the rule's own expression
+        return lax.unbroadcast(lax.mul(cotangent, partial), lax.shape(inputs[i]))
+
+
+def _value_and_partials(xp, found, lifted, params):
+    """The rule's value and partials in one pass, on the backend of the call (a fused kernel
+    on the GPU) when the operands are arrays of one shape, by the namespace's rule otherwise."""
+    arrays = [a for a in lifted if not isinstance(a, numbers.Number)]
+    if len(arrays) == len(lifted) and all(a.shape == arrays[0].shape for a in arrays):
+        return select_backend(*arrays).elementwise(found.name, *arrays, **params)
+    with quiet(xp):
+        return found.value_and_derivatives(xp, *lifted, **params)
+
+
+def _constant_partial(name, values, inputs, i, params):
+    """The partial derivative w.r.t. operand ``i`` when it is one number, else None:
+    ``x + c``, ``x - c``, ``c * x`` and ``x / c`` (``c`` a Python number, or a constant array
+    shared by the batch whose entries are all equal, such as the cotangent seeds of a reverse
+    sweep: this keeps the Hessian of ``x^T A x`` ``Shared``), ``-x``."""
+    if name in ("add", "identity"):
+        return 1.0
+    if name == "sub":
+        return 1.0 if i == 0 else -1.0
+    if name == "negative":
+        return -1.0
+    if len(inputs) != 2 or name not in ("mul", "div") or (name == "div" and i == 1):
+        return None
+    other = _uniform_constant(inputs[1 - i], values[1 - i])
+    if other is None:
+        return None
+    if name == "mul":
+        return other
+    with np.errstate(divide="ignore"):
+        return float(np.divide(1.0, other))  # inf for 0, as the value is
+
+
+def _uniform_constant(operand, value):
+    """The one number a constant operand holds (a literal, or a shared NumPy array whose
+    entries are all equal), else None. Device arrays are not inspected (no host sync)."""
+    if isinstance(operand, Literal):
+        return float(operand.value)
+    if operand.batched or not isinstance(value, np.ndarray) or value.size == 0 or value.dtype.kind not in "fiub":
+        return None
+    first = value.flat[0]
+    if value.size > 1 and not (value == first).all():
+        return None
+    return float(first)
+
+
+def _scaled_broadcast(ctx, i, scale):
+    """``scale * I`` for an operand of the result's shape, else ``scale`` times the map that
+    broadcasts it (a ``Gather``)."""
+    operand, out = ctx.inputs[i], ctx.out
+    if operand.shape == out.shape:
+        return Identity(out.size, ctx.batch, scale, dtype=ctx.dtype, device=ctx.device)
+    return jacobians.broadcast(operand.shape, out.shape, ctx.batch, ctx.dtype, ctx.xp, scale=scale)
+
+
+def _partial_jacobian(ctx, i, partial):
+    """``Diagonal`` of the partial for an operand of the result's shape; the partial's rows
+    on the broadcast map otherwise."""
+    xp, operand, out = ctx.xp, ctx.inputs[i], ctx.out
+    partial = xp.broadcast_to(partial, (partial.shape[0], *out.shape)) if partial.ndim else partial
+    if partial.shape[0] != ctx.batch:
+        partial = xp.broadcast_to(partial, (ctx.batch, *out.shape))
+    flat = partial.reshape(ctx.batch, out.size)
+    if operand.shape == out.shape:
+        return Diagonal(flat)
+    return jacobians.broadcast(operand.shape, out.shape, ctx.batch, ctx.dtype, xp, rows=flat)
+
+
+ELEMENTWISE = {name: ElementwisePrimitive(name) for name in (*UNARY, *BINARY)}
+
+
+def ensure_rule(name: str) -> ElementwisePrimitive:
+    """The primitive of rule ``name``, declared on first use (rules registered by
+    ``bj.register_elementwise`` after import)."""
+    if name not in ELEMENTWISE:
+        ELEMENTWISE[name] = ElementwisePrimitive(name)
+    return ELEMENTWISE[name]
+
+
+# --------------------------------------------------------------------------------------
+# select (where), comparisons, logical operations, conversion
+# --------------------------------------------------------------------------------------
+
+
+class Select(Primitive):
+    """``where(condition, a, b)``: ``condition`` is boolean and not differentiated; the
+    Jacobians w.r.t. ``a`` and ``b`` are the diagonals ``[condition]`` and ``[not condition]``."""
+
+    name = "select"
+
+    def abstract(self, inputs, **params):
+        condition = inputs[0]
+        if condition.dtype != np.bool_:
+            raise TypeError(f"select: the condition must be boolean, got {condition.dtype}")
+        return broadcast_shapes(*(o.shape for o in inputs)), result_dtype(inputs[1:])
+
+    def impl(self, xp, values, batched, **params):
+        rank = max((np.ndim(v) - b for v, b in zip(values, batched)), default=0)
+        c, a, b = _lifted(xp, values, batched, rank)
+        out = xp.where(c, a, b)
+        dtype = np.result_type(*(v for v in (a, b)))
+        return unlift(out.astype(dtype, copy=False), any(batched))
+
+    def jacobian(self, ctx, i, **params):
+        xp, out = ctx.xp, ctx.out
+        condition = lift(xp, ctx.values[0], ctx.batched[0], len(out.shape))
+        chosen = condition if i == 1 else ~condition
+        mask = xp.broadcast_to(chosen, (ctx.batch, *out.shape)).astype(ctx.dtype)
+        return _partial_jacobian(ctx, i, mask)
+
+    def vjp(self, cotangent, i, inputs, out, **params):
+        if i == 0:
+            return None
+        zero = np.zeros((), dtype=lax.aval(cotangent)[1])
+        picked = lax.select(inputs[0], cotangent, zero) if i == 1 else lax.select(inputs[0], zero, cotangent)
+        return lax.unbroadcast(picked, lax.shape(inputs[i]))
+
+
+Select()
+
+
+class Boolean(Primitive):
+    """A comparison or logical operation: a boolean result, not differentiable."""
+
+    differentiable = False
+
+    def __init__(self, name: str, function: str):
+        super().__init__(name)
+        self.function = function
+
+    def abstract(self, inputs, **params):
+        return broadcast_shapes(*(o.shape for o in inputs)), np.dtype(np.bool_)
+
+    def impl(self, xp, values, batched, **params):
+        rank = max((np.ndim(v) - b for v, b in zip(values, batched)), default=0)
+        out = getattr(xp, self.function)(*_lifted(xp, values, batched, rank))
+        return unlift(out, any(batched))
+
+
+COMPARISONS = {
+    name: Boolean(name, function)
+    for name, function in [
+        ("gt", "greater"), ("ge", "greater_equal"), ("lt", "less"), ("le", "less_equal"),
+        ("eq", "equal"), ("ne", "not_equal"), ("logical_and", "logical_and"),
+        ("logical_or", "logical_or"), ("logical_xor", "logical_xor"), ("logical_not", "logical_not"),
+        ("isnan", "isnan"), ("isfinite", "isfinite"), ("isinf", "isinf"),
+    ]
+}  # fmt: skip
+
+
+class Convert(Primitive):
+    """``astype(dtype)``: the identity between floating dtypes; to an integer or boolean
+    dtype the result is not differentiable (its derivative is zero)."""
+
+    name = "convert"
+
+    def abstract(self, inputs, dtype):
+        return inputs[0].shape, np.dtype(dtype)
+
+    def impl(self, xp, values, batched, dtype):
+        return xp.asarray(values[0]).astype(dtype)
+
+    def jacobian(self, ctx, i, dtype):
+        return Identity(ctx.out.size, ctx.batch, dtype=ctx.dtype, device=ctx.device)
+
+    def vjp(self, cotangent, i, inputs, out, dtype):
+        return lax.convert(cotangent, lax.aval(inputs[0])[1])
+
+
+CONVERT = Convert()
+
+
+def is_floating(var) -> bool:
+    return isinstance(var, Var) and var.dtype.kind == "f"
+
+
+__all__ = ["ELEMENTWISE", "COMPARISONS", "CONVERT", "ensure_rule", "size_of"]

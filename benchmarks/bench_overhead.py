@@ -1,0 +1,138 @@
+"""Per-call overhead of ``bj.jacobian`` on a small network (issue "trace to a program").
+
+The exact input Jacobian of the MLP 64 -> 256 -> 256 -> 256 -> 10 (tanh, float32) at B = 256
+on the CPU, split into where the time goes: tracing ``f`` into a program, planning (the
+first call only: later calls replay the cached plan), evaluating values and local
+Jacobians, the chain products (the BLAS part), and the rest. Overhead is everything but
+the BLAS / kernel time: the total minus the time of the same products and element-wise
+passes done by hand in NumPy (the ``numpy`` line).
+
+    python benchmarks/bench_overhead.py [--repeats 200] [--out DIR]
+
+Run it with another checkout on ``PYTHONPATH`` to compare an older version (only the
+total is measured there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import batchjac as bj  # noqa: E402
+
+WIDTHS = (64, 256, 256, 256, 10)
+BATCH = 256
+
+
+def _weights(rng):
+    return [
+        ((rng.standard_normal((m, n)) / np.sqrt(n)).astype(np.float32), (0.1 * rng.standard_normal(m)).astype(np.float32))
+        for n, m in zip(WIDTHS[:-1], WIDTHS[1:])
+    ]
+
+
+def mlp(params, x):
+    for i, (W, b) in enumerate(params):
+        x = bj.linear(x, W, b)
+        if i < len(params) - 1:
+            x = bj.tanh(x)
+    return x
+
+
+def by_hand(params, x):
+    """The same work in plain NumPy: forward pass, tanh' diagonals, the chain from the output."""
+    slopes = []
+    for W, b in params[:-1]:
+        x = np.tanh(x @ W.T + b)
+        slopes.append(1 - x * x)
+    J = np.broadcast_to(params[-1][0], (x.shape[0], *params[-1][0].shape))
+    for (W, _), d in zip(params[-2::-1], slopes[::-1]):
+        J = (J * d[:, None, :]).reshape(-1, W.shape[0]) @ W
+        J = J.reshape(x.shape[0], -1, W.shape[1])
+    return J
+
+
+def _median_ms(fn, repeats):
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def phases(params, x, repeats):
+    """Median time (ms) of each phase of one ``bj.jacobian`` call."""
+    from batchjac.engine import check_options
+    from batchjac.exact.capture import capture
+    from batchjac.exact.interpret import jacobian as interpret
+
+    f = lambda x: mlp(params, x)  # noqa: E731
+    options = check_options(f, (x,))
+    captured = capture(f, (x,), {}, options.argnums)
+    program = captured.program
+
+    def forward():
+        return interpret.forward(program, [x], program.const_values, program.inputs, BATCH)
+
+    def assemble():
+        (value,), edges = forward()
+        return interpret.assemble(program, program.outputs[0], list(program.inputs), edges, BATCH, np.float32, np)
+
+    return {
+        "trace": _median_ms(lambda: capture(f, (x,), {}, options.argnums), repeats),
+        "hash": _median_ms(lambda: _fresh_hash(program), repeats),
+        "values and local Jacobians": _median_ms(forward, repeats),
+        "forward + assembly (cached plan)": _median_ms(assemble, repeats),
+    }
+
+
+def _fresh_hash(program):
+    program._digest = None
+    return program.hash
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="per-call overhead of bj.jacobian on a 4-layer MLP (CPU, float32)")
+    parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--out", default=None, help="folder for overhead_cpu.json (default: print only)")
+    parser.add_argument("--total-only", action="store_true", help="only the total (for older versions)")
+    options = parser.parse_args(argv)
+    rng = np.random.default_rng(0)
+    params = _weights(rng)
+    x = rng.standard_normal((BATCH, WIDTHS[0])).astype(np.float32)
+    total = _median_ms(lambda: bj.jacobian(lambda x: mlp(params, x), x, method="exact"), options.repeats)
+    numpy_ms = _median_ms(lambda: by_hand(params, x), options.repeats)
+    # The same program at tiny sizes (widths 4, B = 2): the kernels take microseconds, so the
+    # time is the Python overhead of tracing, planning lookups and dispatch.
+    tiny = [(W[:4, :4] if W.shape[0] > 10 else W[:, :4], b[:4] if b.shape[0] > 10 else b) for W, b in params]
+    tiny[0] = (params[0][0][:4], params[0][1][:4])
+    x_tiny = x[:2]
+    overhead = _median_ms(lambda: bj.jacobian(lambda x: mlp(tiny, x), x_tiny, method="exact"), options.repeats)
+    result = {"total_ms": total, "numpy_by_hand_ms": numpy_ms, "overhead_ms": overhead}
+    if not options.total_only:
+        result["phases_ms"] = phases(params, x, options.repeats)
+    print(f"bj.jacobian MLP {'-'.join(map(str, WIDTHS))} B={BATCH} float32: {total:.3f} ms median of {options.repeats}")
+    print(f"  same products and passes by hand in NumPy: {numpy_ms:.3f} ms")
+    print(f"  overhead (the same program at widths 4, B = 2): {overhead:.3f} ms")
+    for name, ms in result.get("phases_ms", {}).items():
+        print(f"  {name:34s} {ms:.3f} ms")
+    if options.out:
+        out = Path(options.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "overhead_cpu.json").write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
