@@ -9,6 +9,8 @@ the work on NumPy (CPU), CuPy or numba-CUDA (NVIDIA GPUs).
 """
 
 from batchjac.api import (
+    check_hessian,
+    check_jacobian,
     elementwise,
     grad,
     hessian,
@@ -23,7 +25,6 @@ from batchjac.api import (
     vjp,
 )
 from batchjac.backends.dispatch import available_backends, use_backend
-from batchjac.checking import check_jacobian
 from batchjac.core.arrays import to_device
 from batchjac.core.errors import (
     BackendUnavailableError,
@@ -50,5 +51,5 @@ __all__ = [
     "NotComplexSafeError", "NumericalFallbackWarning", "Program", "RechunkWarning", "Shared", "TraceError",
     "available_backends", "chain", "chain_jvp", "chain_plan", "chain_vjp", "check_jacobian", "device_jacobian",
     "elementwise", "interop", "jacobian", "like", "register_elementwise", "to_device", "to_framework", "trace",
-    "use_backend", "value_and_jacobian", "grad", "hessian", "hvp", "jvp", "vhp", "vjp", "sparsity", *_ARRAY_FUNCTIONS,
+    "use_backend", "value_and_jacobian", "grad", "hessian", "hvp", "jvp", "vhp", "vjp", "sparsity", "check_hessian", *_ARRAY_FUNCTIONS,
 ]  # fmt: skip

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from batchjac import engine
+from batchjac import checking, engine
 from batchjac.backends.dispatch import select_backend
 from batchjac.core.arrays import as_float_array, flatten_samples
 from batchjac.core.elementwise_rules import BINARY, UNARY, ElementwiseRule, rule
@@ -30,7 +30,7 @@ from batchjac.transforms import grad, hessian, hvp, jvp, vhp, vjp  # noqa: F401 
 def jacobian(f: Callable, x: Any, *args: Any, argnums=0, method: str = "auto", layout: str = "numerator",
              backend: str | None = None, chunk_size: int | None = None, structured: bool = False,
              progress: bool | None = None, framework: str | None = None, per_sample: bool = False,
-             in_axes=None, has_aux: bool = False, fuse="auto", **kwargs: Any):  # fmt: skip
+             in_axes=None, has_aux: bool = False, fuse="auto", sparsity=None, **kwargs: Any):  # fmt: skip
     """Batched Jacobian of ``f`` at every sample of ``x``.
 
     Parameters
@@ -72,6 +72,11 @@ def jacobian(f: Callable, x: Any, *args: Any, argnums=0, method: str = "auto", l
     fuse : {"auto", True, False}
         Compile the traced program into one numba kernel (True), assemble the structured
         chain (False), or let the planner decide.
+    sparsity : array, SciPy sparse matrix or "auto", optional
+        With a numerical method: the per-sample pattern ``(m, n)`` (boolean) of the Jacobian,
+        e.g. from :func:`sparsity`; structurally orthogonal columns are perturbed together
+        (one evaluation of ``f`` per colour). ``"auto"`` detects the pattern with a few random
+        probes. The result is a :class:`~batchjac.Sparse` with ``structured=True``.
     **kwargs
         Passed to ``f`` unchanged (not differentiated).
 
@@ -100,7 +105,7 @@ def jacobian(f: Callable, x: Any, *args: Any, argnums=0, method: str = "auto", l
     """
     keywords = dict(argnums=argnums, method=method, layout=layout, backend=backend, chunk_size=chunk_size,
                     structured=structured, progress=progress, per_sample=per_sample, in_axes=in_axes,
-                    has_aux=has_aux, fuse=fuse)  # fmt: skip
+                    has_aux=has_aux, fuse=fuse, sparsity=sparsity)  # fmt: skip
     value, jacobians, aux = _call(f, x, args, kwargs, keywords, framework)
     return (jacobians, aux) if has_aux else jacobians
 
@@ -109,7 +114,7 @@ def value_and_jacobian(f: Callable, x: Any, *args: Any, argnums=0, method: str =
                        layout: str = "numerator", backend: str | None = None, chunk_size: int | None = None,
                        structured: bool = False, progress: bool | None = None, framework: str | None = None,
                        per_sample: bool = False, in_axes=None, has_aux: bool = False, fuse="auto",
-                       **kwargs: Any):  # fmt: skip
+                       sparsity=None, **kwargs: Any):  # fmt: skip
     """``(f(x, *args), jacobian(f, x, *args, ...))`` from one evaluation; the keywords of
     :func:`jacobian`. With ``has_aux=True``: ``((value, aux), J)``, as ``jax.value_and_grad``.
 
@@ -127,7 +132,7 @@ def value_and_jacobian(f: Callable, x: Any, *args: Any, argnums=0, method: str =
     """
     keywords = dict(argnums=argnums, method=method, layout=layout, backend=backend, chunk_size=chunk_size,
                     structured=structured, progress=progress, per_sample=per_sample, in_axes=in_axes,
-                    has_aux=has_aux, fuse=fuse)  # fmt: skip
+                    has_aux=has_aux, fuse=fuse, sparsity=sparsity)  # fmt: skip
     value, jacobians, aux = _call(f, x, args, kwargs, keywords, framework)
     return ((value, aux), jacobians) if has_aux else (value, jacobians)
 
@@ -144,9 +149,10 @@ def _call(f, x, args, kwargs, keywords, framework):
         if framework is not None:
             raise ValueError("framework= does not apply to Dask arrays: the result is a Dask array")
         unsupported = [k for k in ("per_sample", "has_aux") if keywords[k]] + (["keyword arguments to f"] if kwargs else [])
+        unsupported += ["sparsity"] if keywords["sparsity"] is not None else []
         if unsupported:
             raise ValueError(f"{', '.join(unsupported)}: not available with Dask arrays; map bj.jacobian over the blocks yourself")
-        dask_keywords = {k: v for k, v in keywords.items() if k not in ("per_sample", "in_axes", "has_aux", "fuse")}
+        dask_keywords = {k: v for k, v in keywords.items() if k not in ("per_sample", "in_axes", "has_aux", "fuse", "sparsity")}
         value, jacobians = dask_support.value_and_jacobian(f, x, *args, **dask_keywords)
         return value, jacobians, None
     value, jacobians, aux = engine.value_and_jacobian(f, x, *args, kwargs=kwargs, **keywords)
@@ -255,6 +261,70 @@ def sparsity(f: Callable, x: Any, *args: Any, argnums=0, per_sample: bool = Fals
         for tree in captured.trees
     ]
     return per_argument[0] if options.single else tuple(per_argument)
+
+
+def check_jacobian(f: Callable, x: Any, J: Any = None, method: str = "complex-step", rtol: float | None = None,
+                   atol: float | None = None, backend: str | None = None):  # fmt: skip
+    """Compare a batched Jacobian of ``f`` at ``x`` with a numerical one, naming the worst entry.
+
+    Parameters
+    ----------
+    f, x
+        The function and the batch ``(B, *in_shape)``.
+    J : array, bj.Jacobian or None
+        ``(B, *out_shape, *in_shape)`` (numerator layout), a structured Jacobian, or None for
+        ``bj.jacobian(f, x, method="exact")``.
+    method : {"complex-step", "central", "forward"}
+        The reference (an ``f`` that is not complex-safe is compared with central differences).
+    rtol, atol : float, optional
+        Tolerances; the defaults follow each method's error (:mod:`batchjac.checking`).
+    backend : str, optional
+
+    Returns
+    -------
+    JacobianCheck
+
+    Raises
+    ------
+    AssertionError
+        An entry is out of tolerance (the message names sample, output and input index, both
+        values and the error).
+
+    Examples
+    --------
+    >>> import numpy as np, batchjac as bj
+    >>> bj.check_jacobian(np.tanh, np.linspace(-1, 1, 6).reshape(2, 3)).max_abs_error < 1e-14
+    True
+    """
+    if dask_support.has_dask_array(x, J):  # checked block by block over the batch
+        return dask_support.check_jacobian(f, x, J, method, rtol, atol)
+    return checking.check_jacobian(f, x, J, method=method, rtol=rtol, atol=atol, backend=backend)
+
+
+def check_hessian(f: Callable, x: Any, H: Any = None, method: str = "central", rtol: float | None = None,
+                  atol: float | None = None, backend: str | None = None):  # fmt: skip
+    """Compare the batched Hessian of a scalar ``f`` (``H``, or the exact one when None) with
+    numerical differences of its exact gradient, naming the worst entry.
+
+    Returns
+    -------
+    JacobianCheck
+
+    Raises
+    ------
+    AssertionError
+        An entry is out of tolerance.
+
+    Examples
+    --------
+    >>> import numpy as np, batchjac as bj
+    >>> bj.check_hessian(lambda x: np.sum(np.sin(x) ** 2, axis=-1), np.ones((2, 3))).max_abs_error < 1e-6
+    True
+    """
+    gradient = grad(f)
+    if H is None:
+        H = hessian(f, x, method="exact")
+    return checking.check_jacobian(gradient, x, H, method=method, rtol=rtol, atol=atol, backend=backend)
 
 
 # --------------------------------------------------------------------------------------
@@ -378,5 +448,5 @@ def _compile_ufunc(fn, what):
 
 __all__ = [
     "jacobian", "value_and_jacobian", "trace", "elementwise", "register_elementwise", "grad", "hessian", "hvp",
-    "jvp", "vhp", "vjp", "sparsity",
+    "jvp", "vhp", "vjp", "sparsity", "check_jacobian", "check_hessian",
 ]  # fmt: skip

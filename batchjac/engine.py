@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from batchjac.backends.dispatch import select_backend, use_backend
-from batchjac.core.arrays import as_float_array, namespace
+from batchjac.core.arrays import as_float_array, framework_of, namespace
 from batchjac.core.errors import NotComplexSafeError, NumericalFallbackWarning, TraceError
 from batchjac.core.validation import (
     NUMERICAL_METHODS,
@@ -65,11 +65,13 @@ class Options:
     in_axes: tuple
     has_aux: bool
     fuse: object
+    framework: str | None = None  # "torch" or "jax" when x came from there: f gets its arrays
+    sparsity: object = None  # a pattern (m, n), or "auto": numerical Jacobians by column colouring
 
 
 def check_options(f, args, *, argnums=0, method="auto", layout="numerator", backend=None, chunk_size=None,
                   structured=False, progress=None, per_sample=False, in_axes=None, has_aux=False,
-                  fuse="auto") -> Options:  # fmt: skip
+                  fuse="auto", sparsity=None) -> Options:  # fmt: skip
     """Validate the keywords of a Jacobian call (each error names its argument)."""
     check_callable(f, "f")
     method = check_method(method)
@@ -79,14 +81,20 @@ def check_options(f, args, *, argnums=0, method="auto", layout="numerator", back
             raise TypeError(f"{name}: expected True or False, got {value!r}")
     if fuse not in FUSE_OPTIONS or isinstance(fuse, np.bool_):
         raise ValueError(f"fuse: expected 'auto', True or False, got {fuse!r}")
-    if structured and method in NUMERICAL_METHODS:
-        raise ValueError(f"structured=True needs the exact method, got method={method!r}")
+    if sparsity is not None and method not in NUMERICAL_METHODS:
+        raise ValueError(
+            f"sparsity= colours the columns of a numerical Jacobian: give method='central', 'forward' or "
+            f"'complex-step' (got method={method!r}; the exact path finds the pattern itself: bj.sparsity(f, x))"
+        )
+    if structured and method in NUMERICAL_METHODS and sparsity is None:
+        raise ValueError(f"structured=True needs the exact method (or sparsity= with a numerical one), got method={method!r}")
     nums = check_argnums(argnums, len(args))
     return Options(
         argnums=nums, single=not isinstance(argnums, (tuple, list)), method=method, layout=layout,
         backend=backend, chunk_size=check_chunk_size(chunk_size), structured=bool(structured),
         progress=check_progress(progress), per_sample=bool(per_sample),
         in_axes=normalize_in_axes(in_axes, len(args), bool(per_sample)), has_aux=bool(has_aux), fuse=fuse,
+        sparsity=sparsity,
     )  # fmt: skip
 
 
@@ -99,11 +107,18 @@ def _prepared(args, options: Options):
     of an enclosing trace: a nested call)."""
     args = list(args)
     for i in options.argnums:
+        if isinstance(args[i], (list, tuple)) and _all_numbers(args[i]):
+            args[i] = np.asarray(args[i])  # a nested list of numbers is an array, not a pytree
         leaves, tree = flatten(args[i])
         if not leaves:
             raise ValueError(f"{_arg_name(i)}: a differentiated argument must hold at least one array")
         args[i] = unflatten(tree, [leaf if isinstance(leaf, Tracer) else as_float_array(leaf, _arg_name(i)) for leaf in leaves])
     return tuple(args)
+
+
+def _all_numbers(tree) -> bool:
+    leaves, _ = flatten(tree)
+    return bool(leaves) and all(isinstance(leaf, (int, float, np.number)) and not isinstance(leaf, bool) for leaf in leaves)
 
 
 def is_nested(args, options: Options) -> bool:
@@ -125,6 +140,9 @@ def value_and_jacobian(f, *args, kwargs=None, **keywords):
     """
     kwargs = kwargs or {}
     options = check_options(f, args, **keywords)
+    foreign = {framework_of(leaf) for leaf in _leaves(args, options)} & {"torch", "jax"}
+    if foreign:
+        options = replace(options, framework=sorted(foreign)[0])
     args = _prepared(args, options)
     leaves = _leaves(args, options)
     if is_nested(args, options):
@@ -141,9 +159,13 @@ def _value_and_jacobian(f, args, kwargs, options: Options):
         try:
             captured = capture(f, args, kwargs, options.argnums, per_sample=options.per_sample,
                                in_axes=options.in_axes, has_aux=options.has_aux)  # fmt: skip
-        except TraceError as err:
-            if method == "exact":
+        except (TraceError, TypeError) as err:
+            if isinstance(err, TypeError) and not isinstance(err, TraceError) and options.framework is None:
                 raise
+            if method == "exact":
+                if isinstance(err, TraceError):
+                    raise
+                raise TraceError(f"a {options.framework} function does not trace with batchjac ({err}); use a numerical method") from err
             _warn_fallback(f"{getattr(f, '__name__', 'f')} does not trace ({err})", "complex-step")
             method = "complex-step"
         else:
@@ -317,7 +339,7 @@ def _whole_batch(value, var, batch):
 def _owned(value, sources):
     """``value`` itself, or a copy when it shares memory with an input (``f = lambda x: x``)
     or is a read-only view: results never alias the caller's arrays."""
-    if getattr(value, "base", None) is None:
+    if getattr(value, "base", None) is None and not _shares(value, sources):  # f = lambda x: x returns x itself
         return value
     return value.copy()
 
@@ -393,9 +415,20 @@ def _nested(f, args, kwargs, options: Options):
         jacobians = [
             lax.transpose(J, (*range(out_ndim, out_ndim + v.ndim), *range(out_ndim))) for J, v in zip(jacobians, wrt)
         ]
-    jacobians = [unwrap(J) for J in jacobians]
+    jacobians = [unwrap(_anchored(J, leaf)) for J, leaf in zip(jacobians, captured.leaves)]
     aux = _aux(captured, captured.leaves) if options.has_aux else None
     return unwrap(output), _rebuild(jacobians, captured.trees, options), aux
+
+
+def _anchored(J, x):
+    """A Jacobian that does not depend on a traced ``x`` (``f`` linear in it) as a value of ``x``'s
+    trace with a zero derivative: ``where(True, J, sum(x))``. An enclosing Jacobian then sees a
+    function of ``x`` (whose derivative is 0), not a constant that looks as if ``f`` had left
+    the trace."""
+    if not isinstance(x, Tracer) or isinstance(J, Tracer):
+        return J
+    total = lax.reduce_sum(x, tuple(range(len(x.node.shape))))
+    return lax.select(np.ones(np.shape(J), dtype=bool), J, total)
 
 
 def _single_output(program):
@@ -454,6 +487,15 @@ def _flat_function(f, args, kwargs, options: Options, batch: int):
     return per_sample, flat, tuple(flat_argnums), trees
 
 
+def _copies(args):
+    """The arguments with every array a fresh copy (``f`` may write into its inputs)."""
+    out = []
+    for a in args:
+        leaves, tree = flatten(a)
+        out.append(unflatten(tree, [leaf.copy() if hasattr(leaf, "copy") and hasattr(leaf, "shape") else leaf for leaf in leaves]))
+    return out
+
+
 def _index_tree(tree, b):
     leaves, treedef = flatten(tree)
     return unflatten(treedef, [leaf[b] if hasattr(leaf, "shape") and np.ndim(leaf) else leaf for leaf in leaves])
@@ -465,7 +507,16 @@ def _numerical(f, args, kwargs, method, options: Options, auto: bool):
 
     def run(method):
         return numerical_value_and_jacobian(g, flat, flat_argnums, method, backend=options.backend,
-                                            chunk_size=options.chunk_size, progress=options.progress)  # fmt: skip
+                                            chunk_size=options.chunk_size, progress=options.progress,
+                                            f_framework=options.framework)  # fmt: skip
+
+    if options.sparsity is not None:
+        from batchjac.numerical.coloring import sparse_value_and_jacobian
+
+        def run(method):  # noqa: F811 - the coloured variant of the same call
+            return sparse_value_and_jacobian(g, flat, flat_argnums, method, pattern=options.sparsity,
+                                             backend=options.backend, chunk_size=options.chunk_size,
+                                             progress=options.progress, f_framework=options.framework)  # fmt: skip
 
     try:
         value, jacobians = run(method)
@@ -476,7 +527,8 @@ def _numerical(f, args, kwargs, method, options: Options, auto: bool):
         value, jacobians = run("central")
     aux = None
     if options.has_aux:
-        aux = f(*args, **kwargs)[1] if not options.per_sample else [f(*_index_tree(list(args), b), **kwargs)[1] for b in range(batch)]
+        own = _copies(args)  # f never sees the caller's buffers
+        aux = f(*own, **kwargs)[1] if not options.per_sample else [f(*_index_tree(list(own), b), **kwargs)[1] for b in range(batch)]
     in_shapes = [tuple(flat[k].shape[1:]) for k in flat_argnums]
     results = _finish(value, jacobians, in_shapes, options)
     return value, _rebuild(results, trees, options), aux

@@ -44,7 +44,11 @@ def scalar_namespace() -> dict:
 
         names = {name: getattr(math, name) for name in _MATH_NAMES}
         names.update(
-            floor=libdevice.floor, ceil=libdevice.ceil, rint=libdevice.rint, fmax=libdevice.fmax, fmin=libdevice.fmin
+            floor=libdevice.floor,
+            ceil=libdevice.ceil,
+            rint=libdevice.rint,
+            fmax=libdevice.fmax,
+            fmin=libdevice.fmin,
         )
         casts = dict(f32=numba.float32, f64=numba.float64, i32=numba.int32, i64=numba.int64, b1=numba.boolean)
     # the float32 names of the CPU's vectorisable functions: CUDA's own are fast already

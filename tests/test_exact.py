@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import assert_close, complex_step_jacobian, to_numpy
+from helpers import assert_close, complex_step_jacobian, to_numpy
 
 import batchjac as bj
 from batchjac.structured.types import Kronecker

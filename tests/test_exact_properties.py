@@ -4,7 +4,7 @@ reused along several paths) against an independent float64 complex-step Jacobian
 from __future__ import annotations
 
 import numpy as np
-from conftest import assert_close, complex_step_jacobian
+from helpers import assert_close, complex_step_jacobian
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from batchjac.backends import cupy_kernels, xp_ops
 from batchjac.core.elementwise_rules import rule
+from batchjac.core.errors import BackendUnavailableError
 
 _BLOCK = 256  # threads per block, a multiple of the warp size
 _BLOCKS_PER_MULTIPROCESSOR = 32  # grid-stride loops: enough blocks to fill the device
@@ -85,10 +86,16 @@ def elementwise(name, *args, **params):
     """Value and derivative(s) of rule ``name`` in one kernel, of the broadcast shape of
     the arguments (Python numbers among them broadcast too).
 
-    A rule without a scalar form (one registered by ``bj.register_elementwise``) and
-    float16 data take the rule's namespace form (:func:`xp_ops.elementwise`).
+    float16 data take the rule's namespace form (:func:`xp_ops.elementwise`). A rule
+    registered by ``bj.register_elementwise`` (scalar Python functions that only numba
+    compiles) is refused: the default GPU dispatch sends it to the numba backend.
     """
     found = rule(name)
+    if found.functions is not None:
+        raise BackendUnavailableError(
+            f"elementwise {name!r}: a rule registered with bj.register_elementwise compiles with numba, not CuPy; "
+            "use backend='numba' (or no backend: the default GPU dispatch picks numba for it)"
+        )
     if len(args) != found.arity:
         raise TypeError(f"elementwise {name!r}: expected {found.arity} array(s), got {len(args)}")
     unknown = set(params) - set(found.params)

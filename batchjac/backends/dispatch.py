@@ -217,7 +217,24 @@ def _default_gpu_backend() -> Backend:
         raise BackendUnavailableError(
             f"backend 'gpu' (the fastest GPU backend per primitive) is not available here: {_no_gpu()}"
         )
+    if "elementwise" in impls and impls["elementwise"][0] != "numba" and backend_problem("numba") is None:
+        impls["elementwise"] = (impls["elementwise"][0], _user_rules_on_numba(impls["elementwise"][1]))
     return Backend("gpu", GPU, impls)
+
+
+def _user_rules_on_numba(elementwise):
+    """``elementwise`` of the preferred GPU backend, except for rules registered by
+    ``bj.register_elementwise``: their scalar Python functions compile with numba only, so the
+    default GPU dispatch sends them to the numba backend (as it would any primitive another
+    backend does not implement)."""
+    from batchjac.core.elementwise_rules import rule
+
+    def dispatch(name, *args, **params):
+        if rule(name).functions is not None:
+            return _implementation("elementwise", "numba")(name, *args, **params)
+        return elementwise(name, *args, **params)
+
+    return dispatch
 
 
 def _no_gpu() -> str:

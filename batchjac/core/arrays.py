@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from batchjac.core.errors import BackendUnavailableError, DeviceMismatchError
+from batchjac.core.errors import BackendUnavailableError, DeviceMismatchError, TraceError
 
 CPU = "cpu"
 GPU = "gpu"
@@ -190,6 +190,8 @@ def as_array(a: Any, name: str = "x") -> Any:
         return np.from_dlpack(a)
     try:
         return np.asarray(a)
+    except TraceError:  # a traced array inside f: not an array yet (method="auto" falls back)
+        raise
     except Exception as err:  # ragged lists, objects numpy cannot take
         raise TypeError(f"{name}: expected an array, got {type(a).__name__}") from err
 

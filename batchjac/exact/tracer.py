@@ -276,8 +276,10 @@ def bind(primitive, operands, params: dict | None = None):
             inputs.append(o.node if o.recording is trace else trace.const_var(o, o.node.batched))
         elif isinstance(o, Batched):
             inputs.append(trace.const_var(o.array, True))
-        elif isinstance(o, (numbers.Number, np.bool_)) and not isinstance(o, np.ndarray):
-            inputs.append(Literal(o.item() if isinstance(o, np.generic) else o))
+        elif isinstance(o, np.generic):  # NumPy scalars are typed (NEP 50): a 0-d constant
+            inputs.append(trace.const_var(np.asarray(o), False))
+        elif isinstance(o, (numbers.Number, np.bool_)):
+            inputs.append(Literal(o))
         else:
             inputs.append(trace.const_var(o, False))
     return trace.record(primitive, inputs, params)

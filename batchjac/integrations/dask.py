@@ -44,6 +44,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from batchjac.core.arrays import float_dtype, namespace
+from batchjac.core.validation import NUMERICAL_METHODS, check_argnums, check_method
 
 RECHUNK_WARNING_BYTES = 64 << 20  # a rechunk of an argument larger than this is warned about
 
@@ -110,7 +111,7 @@ def value_and_jacobian(
         )
     if progress not in (None, True, False):
         raise ValueError(f"progress: expected True, False or None, got {progress!r}")
-    single = isinstance(argnums, int)
+    single = not isinstance(argnums, (tuple, list))
     argnums = _argnums(argnums, 1 + len(args))
     call_args = _batched_arguments((x, *args), argnums)
     options = dict(method=method, layout=layout, backend=backend, chunk_size=chunk_size, progress=False)
@@ -122,14 +123,7 @@ def value_and_jacobian(
 
 def _argnums(argnums, count: int) -> tuple:
     """``argnums`` as a tuple of distinct positions among ``count`` arguments, checked."""
-    nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
-    if (
-        not nums
-        or any(not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < count for i in nums)
-        or len(set(nums)) != len(nums)
-    ):
-        raise ValueError(f"argnums: expected distinct positions among the {count} arguments, got {argnums!r}")
-    return nums
+    return check_argnums(argnums, count)
 
 
 def _name(i: int) -> str:
@@ -317,11 +311,9 @@ def check_jacobian(f, x, J=None, method="complex-step", rtol=None, atol=None):
     True
     """
     from batchjac.checking import JacobianCheck
-    from batchjac.numerical.differences import METHODS
     from batchjac.structured.types import Jacobian
 
-    if method not in METHODS:
-        raise ValueError(f"method: expected one of {', '.join(map(repr, METHODS))}, got {method!r}")
+    check_method(method, NUMERICAL_METHODS)
     if isinstance(J, Jacobian):
         raise ValueError(
             "J: a structured bj.Jacobian cannot be checked against a Dask batch; pass J.to_dense() "
@@ -398,10 +390,12 @@ class BlockSummary:
     """What one block of samples sends back to :func:`check_jacobian`.
 
     ``shape`` is the whole Jacobian's ``(B, *out_shape, *in_shape)``; ``scale`` the block's
-    ``max |N|``; ``closest`` its entry of largest ``error - rtol |N|`` (global sample index,
+    ``max |N|``, ``value_scale`` its ``max |f(x)|`` and ``x_scale`` its ``max |x|`` (the default
+    ``atol`` of :func:`batchjac.checking.atol_from_scales` is computed from the maxima over all
+    blocks); ``closest`` its entry of largest ``error - rtol |N|`` (global sample index,
     None for an empty block) and ``margin`` that value. ``suspects`` are the entries that
     fail under the smallest ``atol`` the whole check can use (the given one, else
-    ``rtol max(1, scale)``): their
+    ``rtol scale``, no larger than the merged default): their
     global flat ``index`` and their ``error``, ``slack = rtol |N|``, ``given`` and
     ``numerical``, as host arrays.
     """
@@ -409,6 +403,9 @@ class BlockSummary:
     shape: tuple
     size: int
     scale: float
+    value_scale: float
+    x_scale: float
+    dtype: object
     max_abs_error: float
     max_rel_error: float
     margin: float
@@ -436,24 +433,30 @@ def _summarise_block(f, x, J, start, batch, method, rtol, atol) -> BlockSummary:
     from batchjac.checking import _entry, _given, _max_relative
     from batchjac.numerical.differences import numerical_value_and_jacobian
 
-    _, (numerical,) = numerical_value_and_jacobian(f, (x,), (0,), method)
+    value, (numerical,) = numerical_value_and_jacobian(f, (x,), (0,), method)
     given = _given(f, x, J, numerical.shape)
     xp = namespace(given, numerical)
     error = xp.abs(given - numerical)
     slack = rtol * xp.abs(numerical)
     shape = (batch, *numerical.shape[1:])
+    value_scale = float(xp.abs(value).max()) if value.size else 0.0
+    x_scale = float(xp.abs(x).max()) if x.size else 0.0
     if not error.size:
-        return BlockSummary(shape, 0, 0.0, 0.0, 0.0, -np.inf, None, _host(error, slack, given, numerical, 0))
+        return BlockSummary(shape, 0, 0.0, value_scale, x_scale, numerical.dtype, 0.0, 0.0, -np.inf, None,
+                            _host(error, slack, given, numerical, 0))  # fmt: skip
     scale = float(xp.abs(numerical).max())
     margins = (error - slack).ravel()
     local = int(xp.argmax(margins))
     closest = _entry(given, numerical, local, x.ndim - 1)
-    floor = rtol * max(1.0, scale) if atol is None else float(atol)  # the global atol is no smaller
+    floor = rtol * scale if atol is None else float(atol)  # the merged default atol is no smaller
     suspect = ~(error <= floor + slack)  # NaN entries are suspects too
     return BlockSummary(
         shape=shape,
         size=int(error.size),
         scale=scale,
+        value_scale=value_scale,
+        x_scale=x_scale,
+        dtype=numerical.dtype,
         max_abs_error=float(error.max()),
         max_rel_error=_max_relative(xp, error, numerical),
         margin=float(margins[local]),
@@ -477,7 +480,12 @@ def _merge(summaries, method, rtol, atol, in_ndim, JacobianCheck):
     ``AssertionError`` as the in-memory check does."""
     size = sum(s.size for s in summaries)
     if atol is None:
-        atol = rtol * max(1.0, max((s.scale for s in summaries), default=0.0))
+        from batchjac.checking import atol_from_scales
+
+        atol = atol_from_scales(
+            method, rtol, summaries[0].dtype, max(s.scale for s in summaries),
+            max(s.value_scale for s in summaries), max(s.x_scale for s in summaries),
+        )  # fmt: skip
     atol = float(atol)
     suspects = {k: np.concatenate([s.suspects[k] for s in summaries]) for k in summaries[0].suspects}
     allowed = atol + suspects["slack"]

@@ -13,27 +13,26 @@ import importlib
 
 import numpy as np
 
+from batchjac.core import arrays
 from batchjac.core.arrays import CPU, GPU, device_of
 
 FRAMEWORKS = ("numpy", "cupy", "torch", "jax")
 
-# The top-level module of an array type -> the framework it belongs to.
-_MODULES = {"numpy": "numpy", "cupy": "cupy", "torch": "torch", "jax": "jax", "jaxlib": "jax"}
-
-
 def framework_of(a) -> str:
-    """``"numpy"``, ``"cupy"``, ``"torch"`` or ``"jax"``: the framework of array ``a``.
+    """``"numpy"``, ``"cupy"``, ``"torch"`` or ``"jax"``: the framework of array ``a`` (as
+    :func:`batchjac.core.arrays.framework_of`, which this refines with an error for anything
+    else).
 
     >>> import numpy as np
     >>> framework_of(np.zeros(2))
     'numpy'
     """
-    module = type(a).__module__.split(".")[0]
-    if module not in _MODULES:
+    found = arrays.framework_of(a)
+    if found is None:
         raise TypeError(
             f"reference: expected a NumPy, CuPy, PyTorch or JAX array, got {type(a).__module__}.{type(a).__name__}"
         )
-    return _MODULES[module]
+    return found
 
 
 def _convert(a, framework: str):

@@ -202,10 +202,36 @@ def numerical_value_and_jacobian(
     >>> J.shape, J[1].tolist()
     ((2, 2, 2), [[6.0, 0.0], [0.0, 8.0]])
     """
+    chunk_size, progress = check_chunk_size(chunk_size), check_progress(progress)
+    box, argnums, method, ops = black_box(f, args, argnums, method, backend=backend, f_framework=f_framework)
+    plans = [_plan(box, i, argnums, method, chunk_size) for i in argnums]
+    value = box.value()
+    passes = sum(-(-_size(box.args[i].shape[1:]) // plan.columns) for i, plan in zip(argnums, plans))
+    with _progress_bar(passes, progress) as bar:
+        jacobians = tuple(_jacobian(box, i, method, plan, ops, value, bar) for i, plan in zip(argnums, plans))
+    return value, jacobians
+
+
+def black_box(
+    f: Callable,
+    args: tuple | list,
+    argnums: Any,
+    method: str,
+    *,
+    backend: str | None = None,
+    f_framework: str | None = None,
+) -> tuple[BlackBox, tuple, str, Any]:
+    """The validated problem of a numerical Jacobian: ``(box, argnums, method, ops)``.
+
+    ``box`` is ``f`` with its arguments (PyTorch/JAX ones taken as NumPy/CuPy views, ``f``
+    still receiving its framework's arrays), its output shape and dtype learnt from a first
+    call on the first ``HEAD_SAMPLES`` samples; ``ops`` the backend of the inputs. The one
+    setup of the dense path and of the column-colouring path
+    (:mod:`batchjac.numerical.coloring`).
+    """
     args = tuple(args)
     argnums = check_argnums(argnums, len(args))
     method = check_method(method, NUMERICAL_METHODS)
-    chunk_size, progress = check_chunk_size(chunk_size), check_progress(progress)
     f, args = _in_framework(f, args, f_framework)
     # np.matrix and masked arrays are refused here too (core.arrays says why); others pass.
     args = tuple(
@@ -215,13 +241,7 @@ def numerical_value_and_jacobian(
     ops = select_backend(*(a for a in args if _is_array(a)), backend=backend)
     box = BlackBox(f, args, tuple(_is_array(a) and a.ndim > 0 and a.shape[0] == batch for a in args), batch)
     head_value = box.samples(0, min(batch, HEAD_SAMPLES)).value()
-    box = box.with_output(head_value.shape[1:], head_value.dtype)
-    plans = [_plan(box, i, argnums, method, chunk_size) for i in argnums]
-    value = box.value()
-    passes = sum(-(-_size(box.args[i].shape[1:]) // plan.columns) for i, plan in zip(argnums, plans))
-    with _progress_bar(passes, progress) as bar:
-        jacobians = tuple(_jacobian(box, i, method, plan, ops, value, bar) for i, plan in zip(argnums, plans))
-    return value, jacobians
+    return box.with_output(head_value.shape[1:], head_value.dtype), argnums, method, ops
 
 
 @dataclass(frozen=True)
@@ -253,11 +273,15 @@ class BlackBox:
         args = tuple(a[indices] if b else a for a, b in zip(self.args, self.batched))
         return BlackBox(self.f, args, self.batched, len(indices), self.out_shape, self.out_dtype)
 
-    def call_args(self, count: int) -> list:
+    def call_args(self, count: int, skip: int | None = None) -> list:
         """The arguments of ``f`` for a stacked batch of ``count = r * batch`` samples:
-        batched arrays repeated ``r`` times, fresh copies of the other arrays."""
+        batched arrays repeated ``r`` times, fresh copies of the other arrays; ``args[skip]``
+        (the argument the caller stacks itself) as None."""
         reps = count // self.batch if self.batch else 1
-        return [_repeat(a, reps) if b else _private(a) for a, b in zip(self.args, self.batched)]
+        return [
+            None if i == skip else _repeat(a, reps) if b else _private(a)
+            for i, (a, b) in enumerate(zip(self.args, self.batched))
+        ]
 
     def value(self):
         """``f(*args)``: ``(batch, *out_shape)``."""
@@ -313,7 +337,7 @@ class ArgumentMap:
 
     def __call__(self, flat):
         box, count = self.box, flat.shape[0]
-        call = box.call_args(count)
+        call = box.call_args(count, skip=self.argnum)
         call[self.argnum] = flat.reshape(count, *box.args[self.argnum].shape[1:])
         complex_input = flat.dtype.kind == "c"
         try:
@@ -600,10 +624,10 @@ def _safety_level(g, x, y, J, step: float, seed: int):
     quadratic, quartic = xp.abs(a1 * E[0] + a2 * E[1]), xp.abs(b1 * E[0] + b2 * E[1])
     e1, e2 = _FIT["wE"]
     even_miss = xp.abs(E[2] - e1 * E[0] - e2 * E[1])
-    error = xp.abs(derivative - xp.matmul(J[None], u[..., None])[..., 0])
+    error = xp.abs(derivative - _jacobian_times(J, u))
     # Rounding, per output: of f's values (absolute, down to the smallest normal number),
     # and of the perturbed inputs, amplified by f's slope along u (relative: eps / step).
-    spread = xp.matmul(xp.abs(J), xp.abs(x)[:, :, None])[:, :, 0]  # |J| |x|: (P, m)
+    spread = _abs_jacobian_times(J, xp.abs(x))  # |J| |x|: (P, m)
     tiny = float(np.finfo(np.result_type(x.dtype, y.dtype)).tiny)
     slope = xp.abs(A[0])
     for k in (1, 2):
@@ -623,6 +647,22 @@ def _safety_level(g, x, y, J, step: float, seed: int):
     even = ((even_miss <= even_scale) & (quartic * top**4 <= even_scale)) | still
     flat = still & (xp.abs(A).max(axis=0) <= SAFETY_FACTOR * rounding)
     return error, allowed, (odd & even) | flat
+
+
+def _jacobian_times(J, u):
+    """``J u`` per sample and direction: ``u`` ``(d, P, n)`` -> ``(d, P, m)``. ``J`` is
+    ``(P, m, n)``, or a sparse stand-in with ``times`` (the colouring path's, which never
+    builds the ``(m, n)`` matrix); either is indexed by samples (``J[indices]``)."""
+    if hasattr(J, "times"):
+        return J.times(u)
+    return namespace(u).matmul(J[None], u[..., None])[..., 0]
+
+
+def _abs_jacobian_times(J, v):
+    """``|J| v`` per sample: ``v`` ``(P, n)`` -> ``(P, m)`` (``J`` as in :func:`_jacobian_times`)."""
+    if hasattr(J, "abs_times"):
+        return J.abs_times(v)
+    return namespace(v).matmul(namespace(v).abs(J), v[:, :, None])[:, :, 0]
 
 
 # --------------------------------------------------------------------------------------
@@ -654,10 +694,20 @@ class MemoryEstimate:
         return self.jacobians + self.workspace + self.per_pass + columns * self.per_column
 
 
-def memory_estimate(box: BlackBox, argnum: int, argnums: tuple, method: str) -> MemoryEstimate:
-    """The :class:`MemoryEstimate` of the Jacobian of ``box`` with respect to ``args[argnum]``."""
+def memory_estimate(
+    box: BlackBox, argnum: int, argnums: tuple, method: str, stored: dict | None = None
+) -> MemoryEstimate:
+    """The :class:`MemoryEstimate` of the Jacobian of ``box`` with respect to ``args[argnum]``.
+
+    ``stored``: the entries kept per sample of the Jacobian with respect to each argument,
+    ``{argnum: count}`` (a sparse Jacobian's ``nnz``); None keeps all ``m n_i``.
+    """
     x, batch, m = box.args[argnum], box.batch, _size(box.out_shape)
     n = _size(x.shape[1:])
+
+    def entries(i: int) -> int:
+        return m * _size(box.args[i].shape[1:]) if stored is None else stored[i]
+
     stacked = np.result_type(x.dtype, np.complex64) if method == "complex-step" else x.dtype
     output = np.result_type(box.out_dtype, stacked)
     extras = sum(_nbytes(a) for i, (a, b) in enumerate(zip(box.args, box.batched)) if b and i != argnum)
@@ -674,11 +724,11 @@ def memory_estimate(box: BlackBox, argnum: int, argnums: tuple, method: str) -> 
         rows_in, rows_out, matrices = 12, 12, 0
     extras_per_sample = extras // max(batch, 1)
     per_check_sample = (
-        real_item * (rows_in * n + rows_out * m + matrices * m * n)
+        real_item * (rows_in * n + rows_out * m + matrices * entries(argnum))
         + 4 * SAFETY_DIRECTIONS * extras_per_sample
     )
     return MemoryEstimate(
-        jacobians=sum(batch * m * _size(box.args[i].shape[1:]) * jacobian_item for i in argnums),
+        jacobians=sum(batch * entries(i) * jacobian_item for i in argnums),
         workspace=batch * m * np.dtype(box.out_dtype).itemsize + 2 * _nbytes(x),
         per_pass=b * block + shared,
         per_column=a * block + 2 * batch * m * jacobian_item,

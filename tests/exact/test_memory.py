@@ -7,7 +7,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from conftest import assert_close
+from helpers import assert_close
 
 import batchjac as bj
 

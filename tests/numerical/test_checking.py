@@ -11,7 +11,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import to_numpy
+from helpers import to_numpy
 
 import batchjac as bj
 from batchjac import checking

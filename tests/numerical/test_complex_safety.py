@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import assert_close
+from helpers import assert_close
 
 import batchjac as bj
 from batchjac.core.errors import NotComplexSafeError, NumericalFallbackWarning

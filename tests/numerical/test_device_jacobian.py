@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import assert_close
+from helpers import assert_close
 
 from batchjac.backends.dispatch import backend_problem
 from batchjac.core.errors import NotComplexSafeError

@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 import pytest
-from conftest import assert_close, to_numpy
+from helpers import assert_close, to_numpy
 
 from batchjac.backends.dispatch import TABLE
 from batchjac.core.arrays import namespace

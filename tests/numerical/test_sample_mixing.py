@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import assert_close
+from helpers import assert_close
 
 import batchjac as bj
 from batchjac.numerical.differences import check_samples_independent, numerical_value_and_jacobian

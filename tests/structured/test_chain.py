@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import assert_close, to_numpy
+from helpers import assert_close, to_numpy
 
 import batchjac as bj
 from batchjac.backends.dispatch import get_backend

@@ -14,7 +14,7 @@ import operator
 
 import numpy as np
 import pytest
-from conftest import assert_close
+from helpers import assert_close
 from structured_cases import KINDS, make
 
 import batchjac as bj

@@ -10,7 +10,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from conftest import assert_close, to_numpy
+from helpers import assert_close, to_numpy
 
 import batchjac as bj
 

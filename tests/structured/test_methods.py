@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import assert_close, to_numpy
+from helpers import assert_close, to_numpy
 from structured_cases import KINDS, block_dense, csr_dense, kron_dense, make
 
 import batchjac as bj

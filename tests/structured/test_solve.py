@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import assert_close
+from helpers import assert_close
 from structured_cases import block_dense, csr_dense, kron_dense
 
 import batchjac as bj

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import assert_close
+from helpers import assert_close
 
 from batchjac.backends import xp_ops
 from batchjac.backends.dispatch import backend_problem

@@ -15,7 +15,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import assert_close
+from helpers import assert_close
 from structured_cases import KINDS, make
 
 import batchjac as bj

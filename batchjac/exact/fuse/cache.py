@@ -2,7 +2,7 @@
 
 A kernel is keyed by the program's structural hash (which ignores constant values, literal
 values and the batch size), the differentiated inputs, the mode, the target (``"cpu"`` or
-``"cuda"``), the output's dtype, the generator's version and batchjac's. Its module is
+``"cuda"``), the output's dtype, and a digest of the generator's sources. Its module is
 written once as ``fused_<key>.py`` under ``batchjac.core.config.cache_dir("kernels")``
 (``$BATCHJAC_CACHE_DIR/kernels`` when that is set) and imported from there, so that numba's
 ``cache=True`` keeps the compiled machine code beside it (``__pycache__``): a new process
@@ -15,6 +15,7 @@ invalidated by a newer modification time).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -27,8 +28,8 @@ from pathlib import Path
 from batchjac.core.config import cache_dir
 from batchjac.exact.fuse.codegen import Signature, module_source
 
-# Bump when the generated code changes for the same program: old files are then ignored.
-GENERATOR_VERSION = 2
+# Part of every key with the sources' digest: bump it to retire every kernel on disk.
+GENERATOR_VERSION = 5
 
 _KERNELS: dict = {}
 _LOCK = threading.Lock()
@@ -39,16 +40,36 @@ class Kernel:
     """A compiled (or compiling on first call) kernel and how to call it."""
 
     function: object
+    serial: object | None  # the CPU kernel without threads, for small calls (None on the GPU)
     signature: Signature
     path: Path
     statements: int
 
 
 def kernel_key(program_hash: str, wrt: tuple, mode: str, target: str, dtype: str) -> str:
-    from batchjac import __version__
-
-    text = repr((program_hash, wrt, mode, target, dtype, GENERATOR_VERSION, __version__))
+    text = repr((program_hash, wrt, mode, target, dtype, GENERATOR_VERSION, _generator_digest()))
     return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+@functools.cache
+def _generator_digest() -> str:
+    """A digest of the sources the generated code comes from (this package, the primitives,
+    the element-wise rules, the CUDA names): a kernel written by other code is not reused."""
+    root = Path(__file__).resolve().parents[2]
+    sources = sorted(
+        [
+            *root.glob("exact/fuse/*.py"),
+            *root.glob("exact/primitives/*.py"),
+            root / "core" / "elementwise_rules.py",
+        ]
+    )
+    digest = hashlib.sha256()
+    for path in sources:
+        digest.update(path.read_bytes())
+    cuda_names = importlib.util.find_spec("batchjac.kernels.numba_fused")  # located, not imported
+    if cuda_names is not None and cuda_names.origin:
+        digest.update(Path(cuda_names.origin).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def kernel_path(key: str) -> Path:
@@ -69,11 +90,17 @@ def get_kernel(program, wrt, lowered, target: str) -> Kernel:
         if found is not None:
             return found
         title = f"program {program.hash}, {lowered.mode} mode, {target}"
-        generated = module_source(lowered.tape, lowered.analysis, lowered.mode, target, title)
+        generated = module_source(lowered.tape, lowered.analysis, lowered.mode, target, title, lowered.body)
         if not path.exists():
             _write(path, generated.source)
         module = _import(path, f"batchjac_fused_{key}")
-        found = Kernel(module.kernel, generated.signature, path, generated.statements)
+        found = Kernel(
+            module.kernel,
+            getattr(module, "serial_kernel", None),
+            generated.signature,
+            path,
+            generated.statements,
+        )
         _KERNELS[memory_key] = found
         return found
 

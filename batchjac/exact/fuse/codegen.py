@@ -3,11 +3,14 @@
 :func:`analyse` finds the live entries (those the output needs), the *static sparsity* of
 the tangents (forward: the set of input columns each entry depends on, propagated through
 the structural partials) and of the adjoints (reverse: the set of output entries that
-depend on each entry), and counts the operations each mode costs per sample: forward, the
+depend on each entry), and counts the updates each mode needs per sample: forward, the
 sum over partials ``(out, in)`` of the columns ``in`` depends on; reverse, the sum over
 partials of the outputs that depend on ``out``. A tangent or adjoint entry known to be zero
-is never stored or computed, and a partial that is 1 costs no multiplication (the
-kinematics' ``cumsum`` tangents are triangular, their aliases free).
+is never stored or computed, and a partial that is 1 (or an entry of a constant, such as
+``A`` in ``A x``) reaching a seed costs no statement: the tangent is an alias (the
+kinematics' ``cumsum`` tangents are triangular; ``A x + g(x)`` copies ``A`` by a loop). The
+work of each mode is then counted on its generated code (:func:`work`: statements, their
+arithmetic operations and the iterations of their loops).
 
 The module holds one *body*, generated once and compiled for either target: ``sample(b,
 ...)`` computes the value and Jacobian of sample ``b`` (unrolled: one local per entry), or,
@@ -47,13 +50,8 @@ class Analysis:
     loads: list  # names of live loads
     forward: dict  # name -> bitmask of the input columns it depends on
     reverse: dict  # name -> bitmask of the output entries that depend on it
-    value_ops: int
-    forward_ops: int
-    reverse_ops: int
-    stores: int  # value and Jacobian entries written per sample
-
-    def operations(self, mode: str) -> int:
-        return self.value_ops + self.stores + (self.reverse_ops if mode == REVERSE else self.forward_ops)
+    forward_ops: int  # tangent updates: over partials (out, in), the columns ``in`` depends on
+    reverse_ops: int  # adjoint updates: over partials (out, in), the outputs depending on ``out``
 
 
 def analyse(tape: Tape) -> Analysis:
@@ -83,10 +81,8 @@ def analyse(tape: Tape) -> Analysis:
             if forward.get(source) and reverse.get(out):
                 reverse[source] = reverse.get(source, 0) | reverse[out]
                 reverse_ops += reverse[out].bit_count()
-    value_ops = sum(len(node.lines) for node in live)
-    stores = len(tape.outputs) * (1 + (1 if tape.flat else tape.columns))
     loads = [name for name in tape.loads if name in live_names]
-    return Analysis(live, loads, forward, reverse, value_ops, forward_ops, reverse_ops, stores)
+    return Analysis(live, loads, forward, reverse, forward_ops, reverse_ops)
 
 
 # --------------------------------------------------------------------------------------
@@ -111,6 +107,8 @@ def times(partial: str, tangent: str) -> str:
     return f"{_wrapped(partial)} * {_wrapped(tangent)}"
 
 
+_OPERATOR = re.compile(r" [-+*/] | [-+*/]= ")  # binary operators in generated code (unary minus aside)
+_ELEMENT = re.compile(r"^[A-Za-z_]\w*\[\d+\]$")  # an entry of a kernel argument: c0[17]
 _CALL = re.compile(r"\b([A-Za-z_]\w*)\(([A-Za-z_]\w*)\)")
 _CALL_LINE = re.compile(r"^(\w+) = \(?([A-Za-z_]\w*\([A-Za-z_]\w*\))\)?$")
 
@@ -130,6 +128,7 @@ class Emitter:
         self.dtype = tape.dtype
         self.lines: list = []
         self._count = 0
+        self.work = 0  # iterations of the loops emitted (their bodies are one statement each)
         self.calls = {}
         for node in analysis.live:
             for line in node.lines:
@@ -156,9 +155,12 @@ class Emitter:
         return term
 
     def define(self, name: str, terms: list) -> str:
-        """A reference to the sum of ``terms``: an alias for one plain term, else ``name``
+        """A reference to the sum of ``terms``: an alias for one plain term (a local, a
+        marker, or an entry of a constant argument such as ``c0[17]``), else ``name``
         assigned (in chunks for long sums)."""
-        if len(terms) == 1 and (terms[0] in (ONE, MINUS_ONE) or is_name(terms[0])):
+        if len(terms) == 1 and (
+            terms[0] in (ONE, MINUS_ONE) or is_name(terms[0]) or _ELEMENT.match(terms[0])
+        ):
             return terms[0]
         texts = [self.text(t) for t in terms]
         partial = None
@@ -191,6 +193,7 @@ class Emitter:
         tangent = {(name, column): ONE for name, column in self.tape.seeds.items()}
         for node in self.analysis.live:
             self.lines += node.lines
+            self.work += node.work
         for node in self.analysis.live:
             active = [p for p in node.partials if forward.get(p[1])]
             if not active:
@@ -212,6 +215,7 @@ class Emitter:
         forward, reverse = self.analysis.forward, self.analysis.reverse
         for node in self.analysis.live:
             self.lines += node.lines
+            self.work += node.work
         contributions = defaultdict(list)
         for r, ref in enumerate(self.tape.outputs):
             if is_name(ref) and forward.get(ref):
@@ -237,26 +241,72 @@ class Emitter:
     # -- stores --------------------------------------------------------------------------
     def store_sample(self, jacobian) -> None:
         """``y[b, r]`` and ``J<i>[b, r, c]`` (zeros written too) from ``jacobian(ref, r,
-        column)`` (a term list, a reference, or None for a structural zero)."""
+        column)`` (a term list, a reference, or None for a structural zero). Each store is
+        a statement numba types and lowers, so blocks are written by loops: a Jacobian whose
+        entries are mostly entries of one constant at an affine position (``A`` of ``A x +
+        g(x)``) is copied from it by a loop and the other entries written after; one with
+        many zeros is zeroed by a loop first."""
         tape = self.tape
         for r, ref in enumerate(tape.outputs):
             self.lines.append(f"y[b, {r}] = {ref}")
         offset = 0
-        zero = constant(0, self.dtype)
+        m = len(tape.outputs)
+        sizes = {array: var.size for array, _, _, var in tape.arrays}
         for i, size in enumerate(tape.wrt_sizes):
+            entries = {}
             for r, ref in enumerate(tape.outputs):
-                entries = {}
                 for c in range(size):
                     found = jacobian(ref, r, offset + c)
                     if found:
-                        entries[c] = found
-                if size - len(entries) > 8:  # a loop of zeros, then the entries that are not
-                    loop = self.fresh("j")
-                    self.lines += [f"for {loop} in range({size}):", f"    J{i}[b, {r}, {loop}] = {zero}"]
-                    self.lines += [f"J{i}[b, {r}, {c}] = {self._entry(e)}" for c, e in entries.items()]
-                else:
-                    self.lines += [f"J{i}[b, {r}, {c}] = {self._entry(entries.get(c))}" for c in range(size)]
+                        entries[(r, c)] = found
+            written = self._affine_block(f"J{i}", entries, m, size, sizes)
+            if m * size - len(entries) - len(written) > 4 and not written:
+                self.work += m * size
+                row, column = self.fresh("r"), self.fresh("c")
+                self.lines += [
+                    f"for {row} in range({m}):",
+                    f"    for {column} in range({size}):",
+                    f"        J{i}[b, {row}, {column}] = {constant(0, self.dtype)}",
+                ]
+                self.lines += [f"J{i}[b, {r}, {c}] = {self._entry(e)}" for (r, c), e in entries.items()]
+            else:
+                self.lines += [
+                    f"J{i}[b, {r}, {c}] = {self._entry(entries.get((r, c)))}"
+                    for r in range(m)
+                    for c in range(size)
+                    if (r, c) not in written
+                ]
             offset += size
+
+    def _affine_block(self, target: str, entries: dict, m: int, n: int, sizes: dict) -> set:
+        """Write by a loop the entries ``(r, c)`` that read ``K[base + r * sr + c * sc]`` of one
+        constant ``K`` (at least a quarter of the block); returns the positions it wrote."""
+        by_array: dict = defaultdict(dict)
+        for (r, c), found in entries.items():
+            hit = _ELEMENT.match(found) if isinstance(found, str) else None
+            if hit:
+                array, index = found[:-1].split("[")
+                by_array[array][(r, c)] = int(index)
+        if not by_array:
+            return set()
+        array, positions = max(by_array.items(), key=lambda item: len(item[1]))
+        if len(positions) < max(32, m * n // 4):
+            return set()
+        fit = _affine_fit(positions)
+        if fit is None:
+            return set()
+        base, sr, sc = fit
+        corners = [base + r * sr + c * sc for r in (0, m - 1) for c in (0, n - 1)]
+        if min(corners) < 0 or max(corners) >= sizes.get(array, 0):
+            return set()
+        row, column = self.fresh("r"), self.fresh("c")
+        self.lines += [
+            f"for {row} in range({m}):",
+            f"    for {column} in range({n}):",
+            f"        {target}[b, {row}, {column}] = {array}[{base} + {row} * {sr} + {column} * {sc}]",
+        ]
+        self.work += m * n
+        return set(positions)
 
     def _entry(self, found) -> str:
         if found is None:
@@ -264,6 +314,32 @@ class Emitter:
         if isinstance(found, list):
             return self.sum_or_zero(found)
         return self.text(found)
+
+
+def _affine_fit(positions: dict):
+    """``(base, sr, sc)`` with ``index == base + r * sr + c * sc`` for every ``(r, c) ->
+    index`` of ``positions``, or None."""
+    rows, columns = defaultdict(list), defaultdict(list)
+    for (r, c), index in positions.items():
+        rows[r].append((c, index))
+        columns[c].append((r, index))
+    sc = 0
+    for members in rows.values():
+        if len(members) > 1:
+            (c0, k0), (c1, k1) = sorted(members)[:2]
+            sc = (k1 - k0) // (c1 - c0)
+            break
+    sr = 0
+    for members in columns.values():
+        if len(members) > 1:
+            (r0, k0), (r1, k1) = sorted(members)[:2]
+            sr = (k1 - k0) // (r1 - r0)
+            break
+    (r0, c0), k0 = next(iter(positions.items()))
+    base = k0 - r0 * sr - c0 * sc
+    if all(index == base + r * sr + c * sc for (r, c), index in positions.items()):
+        return base, sr, sc
+    return None
 
 
 # --------------------------------------------------------------------------------------
@@ -274,16 +350,14 @@ class Emitter:
 @dataclass
 class Signature:
     """The array arguments of a kernel, in order: ``("input", i)``, ``("const", j)`` or
-    ``("lits",)``; for element-wise kernels also how each is indexed (``"entry"``: one
-    value per entry; ``"sample"``: one per sample; ``"shared"``: one for all, read before
-    the loop; ``"broadcast"``: shared, of the output's size)."""
+    ``("lits",)`` (batched ones ``(B, size)``, shared ones flat; element-wise kernels take
+    every array flat and index it per entry, per sample or once)."""
 
     arguments: list
-    access: list
 
 
 def _array_arguments(tape: Tape, analysis: Analysis):
-    used = {tape.loads[name].array for name in analysis.loads}
+    used = {tape.loads[name].array for name in analysis.loads} | tape.direct_arrays
     arguments, names = [], []
     for array, kind, position, _ in tape.arrays:
         if array in used:
@@ -302,36 +376,46 @@ def _load_line(name: str, load) -> str:
 
 
 def sample_body(tape: Tape, analysis: Analysis, mode: str):
-    """``(source of sample(b, ...), Signature, statement count)``."""
+    """``(source of sample(b, ...), Signature, statements, work)`` (:func:`work`)."""
     emitter = Emitter(tape, analysis)
     emitter.lines += [_load_line(name, tape.loads[name]) for name in analysis.loads]
     if mode == REVERSE:
         contributions = emitter.reverse()
         seeds = {column: name for name, column in tape.seeds.items()}
-        emitter.store_sample(lambda ref, r, column: contributions.get((seeds[column], r)) if column in seeds else None)
+        emitter.store_sample(
+            lambda ref, r, column: contributions.get((seeds[column], r)) if column in seeds else None
+        )
     else:
         tangent = emitter.forward()
         emitter.store_sample(lambda ref, r, column: tangent.get((ref, column)) if is_name(ref) else None)
     arguments, names = _array_arguments(tape, analysis)
     outputs = ["y", *(f"J{i}" for i in range(len(tape.wrt_sizes)))]
     head = f"def sample(b, {', '.join([*names, *outputs])}):"
-    return _function(head, emitter.lines), Signature(arguments, []), len(emitter.lines)
+    return _function(head, emitter.lines), Signature(arguments), len(emitter.lines), work(emitter)
 
 
 def element_body(tape: Tape, analysis: Analysis):
-    """``(source of element(...) -> (value, d0, d1, ...), Signature, parameters, loads)``
-    for an element-wise (flat) tape, forward mode."""
+    """``(source of element(...) -> (value, d0, d1, ...), statements)`` for an element-wise
+    (flat) tape, forward mode."""
     emitter = Emitter(tape, analysis)
     tangent = emitter.forward()
     (ref,) = tape.outputs
     results = [ref] + [
-        emitter.text(tangent.get((ref, column), constant(0, tape.dtype)) if is_name(ref) else constant(0, tape.dtype))
+        emitter.text(
+            tangent.get((ref, column), constant(0, tape.dtype)) if is_name(ref) else constant(0, tape.dtype)
+        )
         for column in range(len(tape.wrt_sizes))
     ]
     emitter.lines.append(f"return ({', '.join(results)},)")
     parameters = list(analysis.loads)
     head = f"def element({', '.join(parameters)}):"
     return _function(head, emitter.lines), len(emitter.lines)
+
+
+def work(emitter: Emitter) -> int:
+    """Operations per sample of the generated code: one per statement and per binary
+    operator in it, plus the iterations of its loops."""
+    return sum(1 + len(_OPERATOR.findall(line)) for line in emitter.lines) + emitter.work
 
 
 def _function(head: str, lines: list) -> str:
@@ -344,7 +428,7 @@ def _function(head: str, lines: list) -> str:
 # --------------------------------------------------------------------------------------
 
 HEADERS = {
-    CPU: '''import numpy as np
+    CPU: """import numpy as np
 from numba import njit, prange
 
 from batchjac.exact.fuse.cpu_math import *  # noqa: F403 - the names of the scalar forms
@@ -355,22 +439,24 @@ body_jit = njit(cache=True, error_model="numpy", no_cpython_wrapper=True, no_cfu
 _PARALLEL = dict(prange=True, comprehension=False, reduction=False, inplace_binop=False, numpy=False,
                  stencil=False, setitem=False, fusion=False)
 kernel_jit = njit(parallel=_PARALLEL, cache=True, error_model="numpy")
-''',
-    CUDA: '''import numpy as np
+serial_jit = njit(cache=True, error_model="numpy")
+""",
+    CUDA: """import numpy as np
 from numba import cuda
 
 from batchjac.kernels.numba_fused import body_jit, kernel_jit, scalar_namespace
 
 globals().update(scalar_namespace())
-''',
+""",
 }
 LOCAL_ARRAYS = {CPU: "np.empty", CUDA: "cuda.local.array"}
 LOOPS = {CPU: "for {i} in prange({n}):", CUDA: "for {i} in range(cuda.grid(1), {n}, cuda.gridsize(1)):"}
+SERIAL_LOOP = "for {i} in range({n}):"
 
 # A partial-pivoting LU of a small matrix, in place (as LAPACK's getrf: a zero pivot is
 # skipped, so a singular matrix factors too and its determinant is 0), and what is built
 # on it; written once, compiled for the CPU and the GPU.
-LU_HELPERS = '''
+LU_HELPERS = """
 @body_jit
 def lu_factor(A, n, P):
     sign = 1.0
@@ -439,7 +525,7 @@ def cofactors(A, n, C, M, Q):
             for r in range(n - 1):
                 d *= M[r, r]
             C[i, j] = d if (i + j) % 2 == 0 else -d
-'''
+"""
 
 
 @dataclass
@@ -451,54 +537,62 @@ class Generated:
     statements: int
 
 
-def module_source(tape: Tape, analysis: Analysis, mode: str, target: str, title: str) -> Generated:
-    """The module: header, helpers, the body (``@body_jit``) and ``kernel`` (``@kernel_jit``)."""
+def module_source(tape: Tape, analysis: Analysis, mode: str, target: str, title: str, body=None) -> Generated:
+    """The module: header, helpers, the body (``@body_jit``), ``kernel`` (``@kernel_jit``)
+    and, on the CPU, ``serial_kernel``: the same loop without threads, for calls too small to
+    pay for waking them. ``body``: the body's source when generated before (the planner
+    generates it to measure it)."""
+    loops = {"kernel": LOOPS[target]}
+    if target == CPU:
+        loops["serial_kernel"] = SERIAL_LOOP
     if mode == ELEMENTWISE:
-        body, statements = element_body(tape, analysis)
-        kernel, signature = _element_kernel(tape, analysis, target)
+        body, statements = body or element_body(tape, analysis)
+        kernels, signature = _element_kernels(tape, analysis, loops)
     else:
-        body, signature, statements = sample_body(tape, analysis, mode)
-        kernel = _sample_kernel(tape, analysis, target)
+        body, signature, statements, _ = body or sample_body(tape, analysis, mode)
+        kernels = _sample_kernels(tape, analysis, loops)
     parts = [
         f"# Generated by batchjac.exact.fuse: {title}.\n# Do not edit: delete the file to regenerate it.\n",
         HEADERS[target],
         LU_HELPERS if "lu" in tape.helpers else "",
         "\n@body_jit\n" + body,
-        "\n@kernel_jit\n" + kernel,
+        *(
+            f"\n@{'kernel_jit' if name == 'kernel' else 'serial_jit'}\n{text}"
+            for name, text in kernels.items()
+        ),
     ]
     source = "\n".join(parts).replace("LOCAL_ARRAY(", LOCAL_ARRAYS[target] + "(")
     return Generated(source, signature, statements)
 
 
-def _sample_kernel(tape: Tape, analysis: Analysis, target: str) -> str:
+def _sample_kernels(tape: Tape, analysis: Analysis, loops: dict) -> dict:
+    """``name(B, arrays..., y, J0, ...)`` for each loop: ``sample(b, ...)`` for every ``b``."""
     _, names = _array_arguments(tape, analysis)
     outputs = ["y", *(f"J{i}" for i in range(len(tape.wrt_sizes)))]
     arguments = ", ".join([*names, *outputs])
-    loop = LOOPS[target].format(i="b", n="B")
-    return f"def kernel(B, {arguments}):\n    {loop}\n        sample(b, {arguments})\n"
+    return {
+        name: f"def {name}(B, {arguments}):\n    {loop.format(i='b', n='B')}\n        sample(b, {arguments})\n"
+        for name, loop in loops.items()
+    }
 
 
-def _element_kernel(tape: Tape, analysis: Analysis, target: str):
-    """``kernel(total, n, arrays..., y, D0, ...)``: ``total = B * n`` entries; shared scalars
-    and literals are read before the loop."""
+def _element_kernels(tape: Tape, analysis: Analysis, loops: dict):
+    """``name(total, n, arrays..., y, D0, ...)`` for each loop: ``total = B * n`` entries;
+    shared scalars and literals are read before the loop."""
     n = tape.output.size
     arguments, names = _array_arguments(tape, analysis)
     by_array = {array: var for array, _, _, var in tape.arrays}
-    access = []
+    access = {}
     for array in names:
-        if array == "lits":
-            access.append("shared")
-            continue
-        var = by_array[array]
-        if var.size == n:
-            access.append("entry" if var.batched else "broadcast")
+        var = by_array.get(array)
+        if var is None or var.size != n:
+            access[array] = "sample" if var is not None and var.batched else "shared"
         else:
-            access.append("sample" if var.batched else "shared")
-    kind = dict(zip(names, access))
+            access[array] = "entry" if var.batched else "broadcast"
     hoisted, parameters = [], []
     for name in analysis.loads:
         load = tape.loads[name]
-        how = kind[load.array]
+        how = access[load.array]
         if how == "shared":
             hoisted.append(f"{name} = {load.array}[{load.index}]")
             parameters.append(name)
@@ -507,8 +601,10 @@ def _element_kernel(tape: Tape, analysis: Analysis, target: str):
                                "sample": f"{load.array}[k // n]"}[how])  # fmt: skip
     outputs = ["y", *(f"D{i}" for i in range(len(tape.wrt_sizes)))]
     results = [f"r{i}" for i in range(len(outputs))]
-    lines = [*hoisted, LOOPS[target].format(i="k", n="total")]
-    lines.append(f"    {', '.join(results)}, = element({', '.join(parameters)})")
-    lines += [f"    {o}[k] = {r}" for o, r in zip(outputs, results)]
-    head = f"def kernel(total, n, {', '.join([*names, *outputs])}):"
-    return _function(head, lines), Signature(arguments, access)
+    kernels = {}
+    for name, loop in loops.items():
+        lines = [*hoisted, loop.format(i="k", n="total")]
+        lines.append(f"    {', '.join(results)}, = element({', '.join(parameters)})")
+        lines += [f"    {o}[k] = {r}" for o, r in zip(outputs, results)]
+        kernels[name] = _function(f"def {name}(total, n, {', '.join([*names, *outputs])}):", lines)
+    return kernels, Signature(arguments)

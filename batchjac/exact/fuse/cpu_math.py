@@ -96,7 +96,11 @@ def exp_f32(x):
     p = p * r * r + r + f32(1.0)
     k = i32(n)
     half = k >> i32(1)  # 2^n as two factors, so that 2^-150 (subnormal results) is reachable
-    y = p * _float32_from_bits((half + i32(127)) << i32(23)) * _float32_from_bits((k - half + i32(127)) << i32(23))
+    y = (
+        p
+        * _float32_from_bits((half + i32(127)) << i32(23))
+        * _float32_from_bits((k - half + i32(127)) << i32(23))
+    )
     y = y if x <= _EXP_MAX else f32(np.inf)
     y = y if x >= _EXP_MIN else f32(0.0)
     return y if x == x else x
@@ -109,7 +113,10 @@ def tanh_f32(x):
     a = abs(x)
     z = x * x
     small = (
-        (((f32(-5.70498872745e-3) * z + f32(2.06390887954e-2)) * z - f32(5.37397155531e-2)) * z + f32(1.33314422036e-1))
+        (
+            ((f32(-5.70498872745e-3) * z + f32(2.06390887954e-2)) * z - f32(5.37397155531e-2)) * z
+            + f32(1.33314422036e-1)
+        )
         * z
         - f32(3.33332819422e-1)
     ) * z * x + x
@@ -117,5 +124,4 @@ def tanh_f32(x):
     large = f32(1.0) - f32(2.0) / (e + f32(1.0))
     large = large if x >= f32(0.0) else -large
     y = small if a < f32(0.625) else large
-    return y if x == x else x
-
+    return y if (x == x and x != f32(0.0)) else x  # NaN stays NaN; tanh(-0) = -0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 import numpy as np
 
 from batchjac.core.arrays import device_of
@@ -9,15 +11,26 @@ from batchjac.core.errors import BackendUnavailableError, DeviceMismatchError
 from batchjac.exact.fuse.cache import get_kernel
 from batchjac.exact.fuse.codegen import CPU, CUDA, ELEMENTWISE
 from batchjac.exact.fuse.lower import literal_operands
-from batchjac.exact.fuse.plan import lowered, plan_fusion
-from batchjac.exact.ir import Program
-from batchjac.structured.types import Dense, Diagonal
+from batchjac.exact.fuse.plan import FusionDecision, lowered, plan_fusion
+from batchjac.exact.ir import Program, Var
+from batchjac.structured.types import Dense, Diagonal, Jacobian
 
+# A CPU call with less work than this (operations over the batch, ~50 µs on one core) runs
+# without threads: waking the thread pool costs more, and milliseconds on a busy machine.
+PARALLEL_WORK = 50_000
 _CPU_BACKENDS = ("cpu", "numpy")
 _GPU_BACKENDS = ("cuda", "numba", "cupy")
 
 
-def fused_value_and_jacobians(program: Program, inputs, consts, wrt, batch: int, *, backend: str | None = None):
+def fused_value_and_jacobians(
+    program: Program,
+    inputs: Sequence[Any],
+    consts: Sequence[Any],
+    wrt: Sequence[Var],
+    batch: int,
+    *,
+    backend: str | None = None,
+) -> tuple[Any, list[Jacobian], FusionDecision]:
     """``(value, [J w.r.t. each of wrt], decision)`` of ``program``'s output 0 by one fused
     kernel: value and Jacobian in one pass over each sample.
 
@@ -44,53 +57,63 @@ def fused_value_and_jacobians(program: Program, inputs, consts, wrt, batch: int,
     >>> np.allclose(J.to_dense()[0], np.cos(np.cumsum(x[0]))[:, None] * np.tri(3))
     True
     """
+    _check_shapes(program, inputs, consts, batch)
     target = _target([*inputs, *consts], backend)
-    output = program.outputs[0]
-    decision = plan_fusion(program, wrt, batch, output.dtype, "gpu" if target == CUDA else "cpu")
+    decision = plan_fusion(program, wrt, batch, program.outputs[0].dtype, "gpu" if target == CUDA else "cpu")
     if not decision.fusable:
-        raise ValueError(f"fused_value_and_jacobians: this program is not fusable: {decision.reason}")
+        raise ValueError(f"fused_value_and_jacobians: the program is not fusable: {decision.reason}")
     found = lowered(program, wrt)
-    tape = found.tape
     kernel = get_kernel(program, wrt, found, target)
     device = _Device(target, [*inputs, *consts])
-    arrays = {("input", i): a for i, a in enumerate(inputs)}
-    arrays.update({("const", j): a for j, a in enumerate(consts)})
-    _check_shapes(program, inputs, consts, batch)
-    literals = np.array([float(program.equations[k].inputs[i].value) for k, i in literal_operands(program)])
-    arrays[("lits",)] = literals
-    variables = {("input", i): v for i, v in enumerate(program.inputs)}
-    variables.update({("const", j): v for j, v in enumerate(program.consts)})
-    dtype = output.dtype
-    if found.mode == ELEMENTWISE:
-        n = output.size
-        total = batch * n
-        args = []
-        for argument in kernel.signature.arguments:
-            a = arrays[argument]
-            if argument == ("lits",):
-                args.append(device.literals(a))
-                continue
-            args.append(device.flat(a, variables[argument].dtype))
-        y = device.empty((total,), dtype)
-        derivatives = [device.empty((total,), dtype) for _ in wrt]
-        device.run(kernel.function, total, [total, n, *args, y, *derivatives])
-        value = y.reshape(batch, *output.shape)
-        return value, [Diagonal(d.reshape(batch, n)) for d in derivatives], decision
-    count = batch if output.batched else max(batch, 1)
-    args = []
-    for argument in kernel.signature.arguments:
-        a = arrays[argument]
+    flat = found.mode == ELEMENTWISE
+    arguments = _arguments(program, inputs, consts, kernel.signature, device, flat=flat)
+    small = found.work * batch * (program.outputs[0].size if flat else 1) < PARALLEL_WORK
+    function = kernel.serial if small and kernel.serial is not None else kernel.function
+    run = _run_elementwise if flat else _run_samples
+    value, jacobians = run(
+        function, device, program.outputs[0], arguments, len(wrt), [v.size for v in wrt], batch
+    )
+    return value, jacobians, decision
+
+
+def _arguments(program: Program, inputs, consts, signature, device, flat: bool) -> list:
+    """The kernel's array arguments, in its order: batched ones ``(B, size)`` (flat: one
+    axis), shared ones flat, the literals' values."""
+    values = {("input", i): (a, v) for i, (a, v) in enumerate(zip(inputs, program.inputs))}
+    values.update({("const", j): (a, v) for j, (a, v) in enumerate(zip(consts, program.consts))})
+    found = []
+    for argument in signature.arguments:
         if argument == ("lits",):
-            args.append(device.literals(a))
+            literals = [program.equations[k].inputs[i].value for k, i in literal_operands(program)]
+            found.append(device.literals(np.array(literals, dtype=np.float64)))
             continue
-        var = variables[argument]
-        args.append(device.rows(a, var.dtype, var.size) if var.batched else device.flat(a, var.dtype))
+        a, var = values[argument]
+        found.append(
+            device.rows(a, var.dtype, var.size) if var.batched and not flat else device.flat(a, var.dtype)
+        )
+    return found
+
+
+def _run_samples(function, device, output, arguments, count_wrt, sizes, batch):
+    """One sample per iteration (thread): ``y (B, m)``, ``J_i (B, m, n_i)``. An output shared
+    by the batch is computed once per sample all the same (its Jacobians are per sample)."""
+    count = batch if output.batched else max(batch, 1)
     m = output.size
-    y = device.empty((count, m), dtype)
-    jacobians = [device.empty((count, m, v.size), dtype) for v in wrt]
-    device.run(kernel.function, count, [count, *args, y, *jacobians])
+    y = device.empty((count, m), output.dtype)
+    jacobians = [device.empty((count, m, n), output.dtype) for n in sizes]
+    device.run(function, count, [count, *arguments, y, *jacobians])
     value = y.reshape(count, *output.shape) if output.batched else y[0].reshape(output.shape)
-    return value, [Dense(J[:batch]) for J in jacobians], decision
+    return value, [Dense(J[:batch]) for J in jacobians]
+
+
+def _run_elementwise(function, device, output, arguments, count_wrt, sizes, batch):
+    """One entry per iteration (thread) over all ``B * n``: the value and each diagonal."""
+    n = output.size
+    total = batch * n
+    y = device.empty((total,), output.dtype)
+    diagonals = [device.empty((total,), output.dtype) for _ in range(count_wrt)]
+    device.run(function, total, [total, n, *arguments, y, *diagonals])
+    return y.reshape(batch, *output.shape), [Diagonal(d.reshape(batch, n)) for d in diagonals]
 
 
 def _target(arrays, backend) -> str:
@@ -124,12 +147,15 @@ def _target(arrays, backend) -> str:
 def _check_shapes(program: Program, inputs, consts, batch: int) -> None:
     for label, variables, values in (("input", program.inputs, inputs), ("const", program.consts, consts)):
         if len(values) != len(variables):
-            raise ValueError(f"fused_value_and_jacobians: expected {len(variables)} {label}s, got {len(values)}")
+            raise ValueError(
+                f"fused_value_and_jacobians: expected {len(variables)} {label}s, got {len(values)}"
+            )
         for i, (var, a) in enumerate(zip(variables, values)):
             expected = (batch, *var.shape) if var.batched else var.shape
-            if tuple(np.shape(a)) != tuple(expected):
+            shape = tuple(getattr(a, "shape", np.shape(a)))
+            if shape != tuple(expected):
                 raise ValueError(
-                    f"fused_value_and_jacobians: {label} {i} should have shape {expected}, got {tuple(np.shape(a))}"
+                    f"fused_value_and_jacobians: {label} {i} should have shape {expected}, got {shape}"
                 )
 
 
@@ -154,7 +180,9 @@ class _Device:
     def _contiguous(self, a, dtype):
         if self.numba_arrays:
             if a.dtype != dtype:
-                raise TypeError(f"fused_value_and_jacobians: a numba device array of dtype {a.dtype}, expected {dtype}")
+                raise TypeError(
+                    f"fused_value_and_jacobians: a numba device array of dtype {a.dtype}, expected {dtype}"
+                )
             return a
         return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))
 
@@ -167,7 +195,9 @@ class _Device:
         return self._contiguous(a, dtype).reshape(-1)
 
     def literals(self, values):
-        if self.target == CPU or self.xp is np and not self.numba_arrays:
+        """The literals' values on the kernel's device (a copy of the program's numbers, not of
+        the caller's data)."""
+        if self.target == CPU or (self.xp is np and not self.numba_arrays):
             return values
         if self.numba_arrays:
             from numba import cuda
@@ -191,4 +221,3 @@ class _Device:
         except ImportError as err:  # pragma: no cover - numba without its CUDA target
             raise BackendUnavailableError(f"the fused CUDA kernels need numba-cuda ({err})") from err
         launch(kernel, count, args, self.stream)
-

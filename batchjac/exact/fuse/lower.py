@@ -21,6 +21,7 @@ scalar: the code is the per-element body of one loop over all ``B * n`` entries.
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,7 +50,6 @@ from batchjac.exact.primitives.reductions import (
     ReduceChooser,
     ReduceProd,
     ReduceSum,
-    cumsum_pattern,
     reduction_pattern,
 )
 
@@ -59,6 +59,8 @@ SUM_CHUNK = 32
 # Square matrices (det, inv, solve) up to this order are compiled (a loop per sample).
 MAX_MATRIX_ORDER = 8
 
+_IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
+_ENTRY = re.compile(r"^(v|x|c|t|m|s|d|e|p|q|n|w|A|V|C|g|cv)\d")  # names of entries and temporaries
 _COMPARISONS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<=", "eq": "==", "ne": "!="}
 
 
@@ -74,6 +76,7 @@ class Node:
     partials: list = field(default_factory=list)
     dlines: list = field(default_factory=list)
     dreads: frozenset = frozenset()
+    work: int = 0  # operations in the loops of ``lines`` (a looped product, an LU)
 
 
 @dataclass
@@ -100,8 +103,9 @@ class Tape:
     output: Var
     flat: bool
     helpers: set
+    direct_arrays: set  # kernel arguments read by index in loops (no loads)
     partial_count: int
-    equation_partials: dict  # equation number -> its structural partials (all entries)
+    equation_partials: dict  # equation number -> its partials that differ between samples
 
     @property
     def columns(self) -> int:
@@ -119,7 +123,12 @@ def is_name(ref: str) -> bool:
 def literal_operands(program: Program) -> list:
     """Every literal operand of ``program`` in equation order: ``lits`` holds their values
     in this order (the same walk at compile time and at call time)."""
-    return [(k, i) for k, eq in enumerate(program.equations) for i, o in enumerate(eq.inputs) if isinstance(o, Literal)]
+    return [
+        (k, i)
+        for k, eq in enumerate(program.equations)
+        for i, o in enumerate(eq.inputs)
+        if isinstance(o, Literal)
+    ]
 
 
 def needed_equations(program: Program, output: Var) -> list:
@@ -192,6 +201,7 @@ class Lowering:
         self._fresh = itertools.count()
         self.literal_slot = {key: j for j, key in enumerate(literal_operands(program))}
         self.arrays = []
+        self.direct_arrays: set = set()  # arrays the code reads by index (a looped product), not by loads
         offset = 0
         columns = {}
         for v in self.wrt:
@@ -235,13 +245,20 @@ class Lowering:
             if name not in self.loads:
                 self.loads[name] = Load("lits", self.literal_slot[(k_eq, i)], False, np.dtype(np.float64))
             dtype = np.dtype(dtype)
-            text = f"({name} != 0.0)" if dtype.kind == "b" else name if dtype == np.float64 else f"{cast(dtype)}({name})"
+            text = (
+                f"({name} != 0.0)"
+                if dtype.kind == "b"
+                else name
+                if dtype == np.float64
+                else f"{cast(dtype)}({name})"
+            )
             return text, None, name
         ref = self.env[o][k]
         name = ref if is_name(ref) else None
-        return convert(ref, o.dtype, dtype), name, name
+        differentiable = name if name is not None and (name not in self.loads or name in self.seeds) else None
+        return convert(ref, o.dtype, dtype), differentiable, name
 
-    def node(self, eq, outs, lines, reads, partials=(), dlines=(), dreads=()) -> list:
+    def node(self, eq, outs, lines, reads, partials=(), dlines=(), dreads=(), work=0) -> list:
         """Add a node; returns the references of ``outs``: for a one-line node whose
         expression was computed before, the earlier entry (and no node is added)."""
         if len(outs) == 1 and len(lines) == 1:
@@ -253,17 +270,40 @@ class Lowering:
         differentiable = eq.primitive.differentiable and eq.out.dtype.kind == "f"
         partials = [p for p in partials if p[1] is not None] if differentiable else []
         self.partial_count += len(partials)
-        self.equation_partials[self._equation] = self.equation_partials.get(self._equation, 0) + len(partials)
+        per_sample = sum(1 for p in partials if not self._shared(p[2]))
+        self.equation_partials[self._equation] = self.equation_partials.get(self._equation, 0) + per_sample
         if self.max_partials is not None and self.partial_count > self.max_partials:
             raise Unsupported(
                 f"size limit: more than {self.max_partials} local partial derivatives per sample "
                 f"(reached at {eq.primitive.name} {eq.out.type_text()})"
             )
         self.nodes.append(
-            Node(tuple(outs), list(lines), frozenset(r for r in reads if r), partials, list(dlines),
-                 frozenset(r for r in dreads if r) if partials else frozenset())  # fmt: skip
+            Node(
+                tuple(outs),
+                list(lines),
+                frozenset(r for r in reads if r),
+                partials,
+                list(dlines),
+                frozenset(r for r in dreads if r) if partials else frozenset(),
+                work,
+            )  # fmt: skip
         )
         return list(outs)
+
+    def _shared(self, partial: str) -> bool:
+        """True when a partial derivative is the same for every sample (it reads shared
+        constants and literals only): the chain stores such a local Jacobian once."""
+        if partial in (ONE, MINUS_ONE):
+            return True
+        arrays = {array: var.batched for array, _, _, var in self.arrays}
+        for name in _IDENTIFIER.findall(partial):
+            load = self.loads.get(name)
+            if name in arrays:
+                if arrays[name]:
+                    return False
+            elif (load is not None and load.batched) or (load is None and _ENTRY.match(name)):
+                return False
+        return True
 
     # -- the walk ------------------------------------------------------------------------
     def run(self) -> Tape:
@@ -276,13 +316,14 @@ class Lowering:
                 (f for kind, f in _LOWERINGS.items() if isinstance(eq.primitive, kind)), None
             )
             if lower is None:
-                raise Unsupported(f"{eq.primitive.name} (no fused rule)")
+                raise Unsupported(f"{eq.primitive.name} has no fused rule")
             self._equation = k
             self.env[eq.out] = lower(self, k, eq)
         return Tape(
             nodes=self.nodes, loads=self.loads, seeds=self.seeds, outputs=list(self.env[output]),
             wrt_sizes=[self.size(v) for v in self.wrt], arrays=self.arrays,
             literal_count=len(self.literal_slot), output=output, flat=self.flat, helpers=self.helpers,
+            direct_arrays=self.direct_arrays,
             partial_count=self.partial_count, equation_partials=self.equation_partials,
         )  # fmt: skip
 
@@ -326,9 +367,7 @@ def product_text(factors: list, dtype) -> str:
 
 def _operand_indices(low: Lowering, eq):
     out_shape = low.shape(eq.out)
-    return [
-        None if isinstance(o, Literal) else broadcast_index(low.shape(o), out_shape) for o in eq.inputs
-    ]
+    return [None if isinstance(o, Literal) else broadcast_index(low.shape(o), out_shape) for o in eq.inputs]
 
 
 def lower_elementwise(low: Lowering, k_eq, eq):
@@ -338,14 +377,21 @@ def lower_elementwise(low: Lowering, k_eq, eq):
     names = ("x",) if len(eq.inputs) == 1 else ("u", "v")
     refs = []
     for r in range(low.size(eq.out)):
-        args = [low.operand(k_eq, eq, i, 0 if idx is None else int(idx[r]), dtype) for i, idx in enumerate(indices)]
+        args = [
+            low.operand(k_eq, eq, i, 0 if idx is None else int(idx[r]), dtype)
+            for i, idx in enumerate(indices)
+        ]
         out = low.entry(eq.out, r)
         mapping = {n: a[0] for n, a in zip(names, args)}
         reads = [a[2] for a in args]
         node_partials = []
         for (_, name, _), partial in zip(args, partials):
-            node_partials.append((out, name, partial if partial in (ONE, MINUS_ONE) else fill(partial, {**mapping, "y": out})))
-        refs += low.node(eq, [out], [f"{out} = {fill(value, mapping)}"], reads, node_partials, dreads=[*reads, out])
+            node_partials.append(
+                (out, name, partial if partial in (ONE, MINUS_ONE) else fill(partial, {**mapping, "y": out}))
+            )
+        refs += low.node(
+            eq, [out], [f"{out} = {fill(value, mapping)}"], reads, node_partials, dreads=[*reads, out]
+        )
     return refs
 
 
@@ -360,9 +406,14 @@ def lower_select(low: Lowering, k_eq, eq):
             for i, idx in enumerate(indices)
         )
         out = low.entry(eq.out, r)
-        partials = [(out, a[1], f"({one} if {c[0]} else {zero})"), (out, b[1], f"({zero} if {c[0]} else {one})")]
+        partials = [
+            (out, a[1], f"({one} if {c[0]} else {zero})"),
+            (out, b[1], f"({zero} if {c[0]} else {one})"),
+        ]
         reads = [c[2], a[2], b[2]]
-        refs += low.node(eq, [out], [f"{out} = ({a[0]} if {c[0]} else {b[0]})"], reads, partials, dreads=reads)
+        refs += low.node(
+            eq, [out], [f"{out} = ({a[0]} if {c[0]} else {b[0]})"], reads, partials, dreads=reads
+        )
     return refs
 
 
@@ -373,7 +424,10 @@ def lower_boolean(low: Lowering, k_eq, eq):
     indices = _operand_indices(low, eq)
     refs = []
     for r in range(low.size(eq.out)):
-        args = [low.operand(k_eq, eq, i, 0 if idx is None else int(idx[r]), dtype) for i, idx in enumerate(indices)]
+        args = [
+            low.operand(k_eq, eq, i, 0 if idx is None else int(idx[r]), dtype)
+            for i, idx in enumerate(indices)
+        ]
         t = [a[0] for a in args]
         if name in _COMPARISONS:
             expression = f"({t[0]} {_COMPARISONS[name]} {t[1]})"
@@ -390,7 +444,7 @@ def lower_boolean(low: Lowering, k_eq, eq):
         elif name in ("isinf", "isfinite"):
             expression = f"{name}({t[0]})" if dtype.kind == "f" else ("False" if name == "isinf" else "True")
         else:
-            raise Unsupported(f"{name} (no fused rule)")
+            raise Unsupported(f"{name} has no fused rule")
         out = low.entry(eq.out, r)
         refs += low.node(eq, [out], [f"{out} = {expression}"], [a[2] for a in args])
     return refs
@@ -408,7 +462,9 @@ def lower_convert(low: Lowering, k_eq, eq):
             text = f"({constant(1, target)} if {ref} else {constant(0, target)})"
         else:
             text = convert(ref, source, target)
-        refs += low.node(eq, [out], [f"{out} = {text}"], [name], [(out, name, ONE)] if source.kind == "f" else [])
+        refs += low.node(
+            eq, [out], [f"{out} = {text}"], [name], [(out, name, ONE)] if source.kind == "f" else []
+        )
     return refs
 
 
@@ -438,7 +494,9 @@ def lower_concatenate(low: Lowering, k_eq, eq):
             if o.dtype != eq.out.dtype:
                 out = low.fresh("cv")
                 name = ref if is_name(ref) else None
-                (ref,) = low.node(eq, [out], [f"{out} = {convert(ref, o.dtype, eq.out.dtype)}"], [name], [(out, name, ONE)])
+                (ref,) = low.node(
+                    eq, [out], [f"{out} = {convert(ref, o.dtype, eq.out.dtype)}"], [name], [(out, name, ONE)]
+                )
             refs[position] = ref
     return refs
 
@@ -454,7 +512,9 @@ def _sums(low: Lowering, eq, groups, source):
             continue
         out = low.entry(eq.out, r)
         names = [t if is_name(t) else None for t in terms]
-        refs += low.node(eq, [out], chunked_sum(low, out, terms, dtype), names, [(out, n, ONE) for n in names])
+        refs += low.node(
+            eq, [out], chunked_sum(low, out, terms, dtype), names, [(out, n, ONE) for n in names]
+        )
     return refs
 
 
@@ -545,7 +605,8 @@ def lower_reduce_prod(low: Lowering, k_eq, eq):
             dlines.append(f"{name} = {terms[j] if running is None else f'{running} * {terms[j]}'}")
             running = name
         partials = [
-            (out, n, product_text([f for f in (prefix[j], suffix[j]) if f], dtype)) for j, n in enumerate(names)
+            (out, n, product_text([f for f in (prefix[j], suffix[j]) if f], dtype))
+            for j, n in enumerate(names)
         ]
         refs += low.node(eq, [out], [f"{out} = {product_text(terms, dtype)}"], names, partials, dlines, names)
     return refs
@@ -591,7 +652,9 @@ def lower_cumsum(low: Lowering, k_eq, eq):
                 continue
             out = low.entry(eq.out, position)
             names = [running if is_name(running) else None, term if is_name(term) else None]
-            (refs[position],) = low.node(eq, [out], [f"{out} = {running} + {term}"], names, [(out, m, ONE) for m in names])
+            (refs[position],) = low.node(
+                eq, [out], [f"{out} = {running} + {term}"], names, [(out, m, ONE) for m in names]
+            )
             running = refs[position]
     return refs
 
@@ -652,9 +715,16 @@ def _product_node(low: Lowering, eq, out, terms, dtype):
         if len(parts) == 1:
             merged.append((out, name, parts[0]))
         else:
-            merged.append((out, name, "(" + " + ".join(constant(1, dtype) if p == ONE else p for p in parts) + ")"))
+            merged.append(
+                (out, name, "(" + " + ".join(constant(1, dtype) if p == ONE else p for p in parts) + ")")
+            )
     (ref,) = low.node(eq, [out], lines, reads, merged, dreads=reads)
     return ref
+
+
+# A product with a constant matrix of at least this many multiply-adds per sample is a loop
+# over the constant (its entries read in place) instead of unrolled code.
+LOOPED_PRODUCT = 256
 
 
 def lower_matmul(low: Lowering, k_eq, eq):
@@ -663,6 +733,9 @@ def lower_matmul(low: Lowering, k_eq, eq):
     sa2, sb2, out_shape, _ = _matrix_shapes(a.shape, b.shape)
     p, q, r = sa2[-2], sa2[-1], sb2[-1]
     stack = out_shape[:-2]
+    looped = _looped_product(low, k_eq, eq, sa2, sb2)
+    if looped is not None:
+        return looped
     a_stack, b_stack = _stack_map(sa2[:-2], stack), _stack_map(sb2[:-2], stack)
     refs = []
     for s in range(size_of(stack)):
@@ -678,6 +751,65 @@ def lower_matmul(low: Lowering, k_eq, eq):
                 ]
                 refs.append(_product_node(low, eq, out, terms, dtype))
     return refs
+
+
+def _looped_product(low: Lowering, k_eq, eq, sa2, sb2):
+    """``X @ K`` or ``K @ X`` with ``K`` a constant matrix of the program (shared by the
+    batch) as loops that read ``K`` in place: ``O(p + q + r)`` statements for ``p q r``
+    multiply-adds. The partial derivative of an output entry w.r.t. an entry of ``X`` is an
+    entry of ``K`` (``c0[k]``): tangents through it cost no statements. None when the
+    product is small or neither operand is such a constant."""
+    a, b = eq.inputs
+    if len(sa2) != 2 or len(sb2) != 2 or sa2[0] * sa2[1] * sb2[1] < LOOPED_PRODUCT or low.flat:
+        return None
+    arrays = {var: array for array, kind, _, var in low.arrays if kind == "const" and not var.batched}
+    side = 1 if arrays.get(b) else 0 if arrays.get(a) else None
+    if side is None or eq.out.dtype.kind != "f":
+        return None
+    dtype = eq.out.dtype
+    constant_var = (a, b)[side]
+    K = arrays[constant_var]
+    low.direct_arrays.add(K)
+    p, q, r = sa2[0], sa2[1], sb2[1]
+    other = 1 - side
+    other_shape = (p, q) if side == 1 else (q, r)
+    size = other_shape[0] * other_shape[1]
+    operands = [low.operand(k_eq, eq, other, k, dtype) for k in range(size)]
+    X, V, w = low.fresh("X"), low.fresh("V"), low.fresh("w")
+    i, j, k = low.fresh("i"), low.fresh("j"), low.fresh("k")
+    lines = [f"{X} = LOCAL_ARRAY(({size},), {cast(dtype)})"]
+    lines += [f"{X}[{t}] = {o[0]}" for t, o in enumerate(operands)]
+    lines.append(f"{V} = LOCAL_ARRAY(({p * r},), {cast(dtype)})")
+    # row i of the result accumulates w * (row j of the right factor): the inner loop runs
+    # along contiguous rows without a reduction, so LLVM vectorises it
+    if side == 1:  # X (p, q) @ K (q, r)
+        weight, row = f"{X}[{i} * {q} + {j}]", f"{K}[{j} * {r} + {k}]"
+    else:  # K (p, q) @ X (q, r)
+        weight, row = f"{K}[{i} * {q} + {j}]", f"{X}[{j} * {r} + {k}]"
+    lines += [
+        f"for {i} in range({p * r}):",
+        f"    {V}[{i}] = {constant(0, dtype)}",
+        f"for {i} in range({p}):",
+        f"    for {j} in range({q}):",
+        f"        {w} = {weight}",
+        f"        for {k} in range({r}):",
+        f"            {V}[{i} * {r} + {k}] += {w} * {row}",
+    ]
+    outs = [low.entry(eq.out, t) for t in range(p * r)]
+    lines += [f"{o} = {V}[{t}]" for t, o in enumerate(outs)]
+    partials = []
+    for row in range(p):
+        for col in range(r):
+            out = outs[row * r + col]
+            for inner in range(q):
+                if side == 1:
+                    source, element = operands[row * q + inner][1], inner * r + col
+                else:
+                    source, element = operands[inner * r + col][1], row * q + inner
+                partials.append((out, source, f"{K}[{element}]"))
+    reads = [o[2] for o in operands]
+    low.node(eq, outs, lines, reads, partials, dreads=reads, work=p * q * r)
+    return outs
 
 
 def lower_einsum(low: Lowering, k_eq, eq):
@@ -739,7 +871,9 @@ def lower_softmax(low: Lowering, k_eq, eq):
             dlines = [f"{p} = {exp}({o})" for p, o in zip(probabilities, outs)]
             for i, o in enumerate(outs):
                 for j, name in enumerate(names):
-                    partials.append((o, name, f"{one} - {probabilities[j]}" if i == j else f"-{probabilities[j]}"))
+                    partials.append(
+                        (o, name, f"{one} - {probabilities[j]}" if i == j else f"-{probabilities[j]}")
+                    )
         else:
             for i, o in enumerate(outs):
                 for j, name in enumerate(names):
@@ -758,7 +892,9 @@ def lower_softmax(low: Lowering, k_eq, eq):
 def _order(eq, var: Var) -> int:
     n = var.shape[-1]
     if n > MAX_MATRIX_ORDER:
-        raise Unsupported(f"{eq.primitive.name} of {n} x {n} matrices (fused up to {MAX_MATRIX_ORDER} x {MAX_MATRIX_ORDER})")
+        raise Unsupported(
+            f"{eq.primitive.name} of {n} x {n} matrices (fused up to {MAX_MATRIX_ORDER} x {MAX_MATRIX_ORDER})"
+        )
     if n == 0:
         raise Unsupported(f"{eq.primitive.name} of empty matrices")
     return n
@@ -790,7 +926,6 @@ def lower_square(low: Lowering, k_eq, eq):
     dtype = eq.out.dtype
     x = eq.inputs[0]
     n = _order(eq, x)
-    source = low.env[x]
     name = eq.primitive.name
     refs = []
     for s in range(size_of(x.shape[:-2])):
@@ -810,7 +945,7 @@ def lower_square(low: Lowering, k_eq, eq):
                 (outs[i * n + j], names[k * n + l], f"-({outs[i * n + k]} * {outs[l * n + j]})")
                 for i in range(n) for j in range(n) for k in range(n) for l in range(n)
             ]  # fmt: skip
-            low.node(eq, outs, lines, reads, partials, dreads=outs)
+            low.node(eq, outs, lines, reads, partials, dreads=outs, work=2 * n**3)
             refs += outs
             continue
         out = low.entry(eq.out, s)
@@ -837,7 +972,7 @@ def lower_square(low: Lowering, k_eq, eq):
             signs = [f"(1.0 if {d} > 0.0 else (-1.0 if {d} < 0.0 else 0.0))" for d in diagonal]
             lines.append(f"{out} = {cast(dtype)}({' * '.join([sign, *signs])})")
             partials = []
-        low.node(eq, [out], lines, reads, partials, dlines, reads)
+        low.node(eq, [out], lines, reads, partials, dlines, reads, work=n**3 * (n if name == "det" else 1))
         refs.append(out)
     return refs
 
@@ -846,12 +981,18 @@ def lower_solve(low: Lowering, k_eq, eq):
     dtype = eq.out.dtype
     A_var, b_var = eq.inputs
     n = _order(eq, A_var)
-    columns = 1 if len(b_var.shape) == 1 else b_var.shape[1]
+    vector = eq.kwargs.get("vector", True)
+    if len(A_var.shape) != 2 or len(b_var.shape) != (1 if vector else 2):  # solve takes stacks now
+        raise Unsupported("solve of stacks of matrices (one system per sample is fused)")
+    columns = 1 if vector else b_var.shape[1]
     a_ops = [low.operand(k_eq, eq, 0, k, dtype) for k in range(n * n)]
     b_ops = [low.operand(k_eq, eq, 1, k, dtype) for k in range(n * columns)]
     lines, A, P, _ = _matrix_lines(low, [o[0] for o in a_ops], n, dtype)
     rhs, solution = low.fresh("r"), low.fresh("z")
-    lines += [f"{rhs} = LOCAL_ARRAY(({n},), {cast(dtype)})", f"{solution} = LOCAL_ARRAY(({n},), {cast(dtype)})"]
+    lines += [
+        f"{rhs} = LOCAL_ARRAY(({n},), {cast(dtype)})",
+        f"{solution} = LOCAL_ARRAY(({n},), {cast(dtype)})",
+    ]
     outs = [low.entry(eq.out, k) for k in range(n * columns)]  # row-major (n,) or (n, k)
     for c in range(columns):
         lines += [f"{rhs}[{i}] = {b_ops[i * columns + c][0]}" for i in range(n)]
@@ -868,7 +1009,7 @@ def lower_solve(low: Lowering, k_eq, eq):
                 for k in range(n) for l in range(n)
             ]  # fmt: skip
     reads = [o[2] for o in (*a_ops, *b_ops)]
-    low.node(eq, outs, lines, reads, partials, dlines, [*reads, *outs])
+    low.node(eq, outs, lines, reads, partials, dlines, [*reads, *outs], work=2 * n**3 + n * n * columns)
     return outs
 
 
@@ -898,7 +1039,9 @@ _LOWERINGS = {
 }
 
 # Primitives without a fused rule, and why (the planner reports the first one it meets).
-UNSUPPORTED = {"cholesky": "cholesky (no fused rule yet: its derivative needs a triangular solve per sample)"}
+UNSUPPORTED = {
+    "cholesky": "cholesky has no fused rule yet (its derivative needs triangular solves per sample)"
+}
 
 
 def lower(program: Program, wrt, *, flat: bool = False, max_partials: int | None = None) -> Tape:

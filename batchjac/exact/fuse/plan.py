@@ -5,19 +5,22 @@ inputs; the batch size, weights and literal values do not matter) and compares t
 per-sample costs, both counted in scalar operations of the fused kernel (about a
 nanosecond each on one CPU core):
 
-- **fused**: the value code, plus the tangent (forward) or adjoint (reverse) updates that
-  the static sparsity leaves, plus the stores of the value and the Jacobian;
-- **chain**: the structured path writes every value and every local-Jacobian entry to
-  memory and reads it back (:data:`MEMORY_WEIGHT` each), multiplies the local Jacobians as
-  BLAS products (:data:`PRODUCT_WEIGHT` per multiply-add: GEMMs run about ten times the
-  rate of scalar code) in the cheaper of the two orders without using their sparsity, and
-  pays a fixed cost per equation and call (:data:`CALL_OPERATIONS`, shared by the batch).
+- **fused**: the operations of the generated code of the cheaper mode (its statements,
+  their arithmetic and the iterations of its loops): the value code, the tangent (forward)
+  or adjoint (reverse) updates that the static sparsity leaves, and the stores;
+- **chain**: the structured path writes every value and every per-sample local-Jacobian
+  entry to memory and reads it back (:data:`MEMORY_WEIGHT` each; a local Jacobian shared by
+  the batch, such as a weight matrix's, is stored once and not counted), multiplies the
+  local Jacobians as batched products (:data:`PRODUCT_WEIGHT` per multiply-add) without
+  their sparsity, and pays a fixed cost per equation and call (:data:`CALL_OPERATIONS`,
+  shared by the batch).
 
 ``fuse="auto"`` takes the fused kernel when the program is fusable and its cost is the
 lower. Programs over the size limits (:data:`MAX_PARTIALS` local partial derivatives, or
-:data:`MAX_STATEMENTS` generated statements per sample) are not fusable: their unrolled code
-would take numba minutes to compile, and such per-sample sizes are where the chain's GEMMs
-win anyway (the MLP 64->256^3->10 has 150,000 partials per sample).
+:data:`MAX_STATEMENTS` generated statements per sample) are not fusable: numba compiles
+unrolled code at a few hundred statements a second (the W4 kinematics, ~250 statements,
+in about 2 s; 3,000 statements take 10 to 30 s), and such per-sample sizes are where the
+chain's GEMMs win anyway (the MLP 64->256^3->10 has 150,000 partials per sample).
 """
 
 from __future__ import annotations
@@ -25,21 +28,42 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any, Sequence
 
 import numpy as np
 
-from batchjac.exact.fuse.codegen import ELEMENTWISE, FORWARD, REVERSE, Analysis, analyse
+from batchjac.exact.fuse.codegen import (
+    ELEMENTWISE,
+    FORWARD,
+    REVERSE,
+    Analysis,
+    analyse,
+    element_body,
+    sample_body,
+)
 from batchjac.exact.fuse.lower import Tape, elementwise_program, lower, needed_equations
 from batchjac.exact.fuse.scalar import Unsupported
 from batchjac.exact.ir import Program, Var
 from batchjac.exact.primitives.elementwise import ElementwisePrimitive, Select
-from batchjac.exact.primitives.linalg import Det, Einsum, Inv, LogAbsDet, MatMul, SoftmaxFamily, Solve, _matrix_shapes
+from batchjac.exact.primitives.linalg import (
+    Det,
+    Einsum,
+    Inv,
+    LogAbsDet,
+    MatMul,
+    SoftmaxFamily,
+    Solve,
+    _matrix_shapes,
+)
 
-MAX_PARTIALS = 20_000
-MAX_STATEMENTS = 20_000
-MEMORY_WEIGHT = 2.0
-PRODUCT_WEIGHT = 0.1
-CALL_OPERATIONS = 20_000.0
+MAX_PARTIALS = 5_000
+MAX_STATEMENTS = 3_000
+# Measured on the CPU (2 cores, NumPy 2.4): a fused scalar operation ~0.5-1.5 ns; the chain
+# ~15-25 ns per value or local-Jacobian entry it stores, ~80 µs per equation and call, and
+# its small batched products well below the GEMM rate.
+MEMORY_WEIGHT = 10.0
+PRODUCT_WEIGHT = 0.25
+CALL_OPERATIONS = 80_000.0
 
 _LOWERED: OrderedDict = OrderedDict()
 _LOWERED_SIZE = 256
@@ -69,17 +93,23 @@ class FusionDecision:
     dtype: str = "float64"
 
     def explain(self) -> str:
-        """``path: fused (...)`` or ``path: chain (...)``, then the figures."""
-        lines = [f"path: {self.path} ({self.reason})"]
-        if self.fusable:
-            lines.append(
-                f"fused {self.mode} mode: {self.fused_operations} operations per sample "
-                f"(forward {self.forward_operations}, reverse {self.reverse_operations} tangent/adjoint updates)"
-            )
-        lines.append(f"structured chain: about {self.chain_operations} operations per sample")
-        return "\n".join(lines)
+        """``path: fused (...)`` or ``path: chain (...)``, then the figures.
 
-    def plan(self):
+        >>> import numpy as np, batchjac as bj
+        >>> program = bj.trace(lambda x: np.linalg.cholesky(x), np.eye(2)[None])
+        >>> print(plan_fusion(program, program.inputs, 1, np.float64).explain())
+        path: chain (not fusable: cholesky has no fused rule yet (its derivative needs triangular solves per sample))
+        """
+        if not self.fusable:
+            return f"path: chain (not fusable: {self.reason})"
+        return "\n".join([
+            f"path: {self.path} ({self.reason})",
+            f"fused {self.mode} mode: ~{self.fused_operations} operations per sample; tangent updates "
+            f"{self.forward_operations} (forward), adjoint updates {self.reverse_operations} (reverse)",
+            f"structured chain: ~{self.chain_operations} operations per sample",
+        ])  # fmt: skip
+
+    def plan(self) -> Any:
         """The decision as an :class:`~batchjac.exact.interpret.jacobian.AssemblyPlan` of the
         fused path (``J.plan`` of a fused result)."""
         from batchjac.exact.interpret.jacobian import AssemblyPlan
@@ -97,16 +127,22 @@ class Lowered:
     reason: str
     statements: int = 0
     chain: tuple = (0.0, 0.0, 0)  # (memory-bound entries, product multiply-adds, equations)
+    work: int = 0  # operations per sample of the generated code (per entry when flat)
+    body: tuple | None = None  # the generated body of ``mode`` (codegen.sample_body / element_body)
 
 
-def _rough_partials(eq) -> int:
-    """An upper estimate of an equation's local partial derivatives, from shapes alone."""
+def _rough_partials(eq, active) -> int:
+    """An upper estimate of an equation's local partial derivatives w.r.t. its operands that
+    depend on the differentiated inputs, from shapes alone."""
     p, out = eq.primitive, eq.out
+    if out not in active:
+        return 0
     operands = [o for o in eq.inputs if isinstance(o, Var)]
+    varying = [o for o in operands if o in active]
     if isinstance(p, ElementwisePrimitive | Select):
-        return out.size * len(operands)
+        return out.size * len(varying)
     if isinstance(p, MatMul):
-        return out.size * _matrix_shapes(operands[0].shape, operands[1].shape)[0][-1] * 2
+        return out.size * _matrix_shapes(operands[0].shape, operands[1].shape)[0][-1] * len(varying)
     if isinstance(p, Einsum):
         sizes: dict = {}
         for letters, o in zip(eq.kwargs["spec"].split("->")[0].split(","), operands):
@@ -144,51 +180,60 @@ def _lower(program: Program, wrt) -> Lowered:
         return Lowered(None, None, None, f"the output has dtype {output.dtype}, not floating")
     if any(v not in program.inputs for v in wrt):
         return Lowered(None, None, None, "a differentiated variable is not an input of the program")
+    flat = elementwise_program(program, wrt) is None  # one loop over entries: sizes do not matter
     needed = [program.equations[k] for k in needed_equations(program, output)]
-    rough = sum(_rough_partials(eq) for eq in needed)
+    active = program.active(wrt)
+    rough = 0 if flat else sum(_rough_partials(eq, active) for eq in needed)
     if rough > MAX_PARTIALS:
         return Lowered(
             None, None, None,
             f"size limit: about {rough} local partial derivatives per sample (fused up to {MAX_PARTIALS})",
         )  # fmt: skip
-    flat = elementwise_program(program, wrt) is None
     try:
         tape = lower(program, wrt, flat=flat, max_partials=MAX_PARTIALS)
     except Unsupported as err:
-        return Lowered(None, None, None, f"not fusable: {err}")
+        return Lowered(None, None, None, str(err))
     analysis = analyse(tape)
     if flat:
-        mode = ELEMENTWISE
+        body = element_body(tape, analysis)
+        mode, statements, work = ELEMENTWISE, body[1], body[1]
     else:
-        mode = REVERSE if analysis.reverse_ops < analysis.forward_ops else FORWARD
-    statements = analysis.operations(mode) + len(analysis.loads)
+        # the cheaper mode by the operations of its generated code (codegen.work): forward,
+        # an update per nonzero tangent entry; reverse, per nonzero adjoint entry
+        candidates = []
+        for mode in (FORWARD, REVERSE):
+            generated = sample_body(tape, analysis, mode)
+            statements, work = generated[2], generated[3]
+            candidates.append((statements > MAX_STATEMENTS, work, statements, mode, generated))
+        _, work, statements, mode, body = min(candidates, key=lambda c: c[:4])
     if statements > MAX_STATEMENTS:
         return Lowered(
             None, None, None,
             f"size limit: about {statements} generated statements per sample (fused up to {MAX_STATEMENTS})",
         )  # fmt: skip
-    return Lowered(tape, analysis, mode, "", statements, _chain_work(program, wrt, tape))
+    return Lowered(tape, analysis, mode, "", statements, _chain_work(program, wrt, tape), work, body)
 
 
 def _chain_work(program: Program, wrt, tape: Tape) -> tuple:
     """What the structured chain does per sample: (entries written and read back,
     multiply-adds of the products, equations with local Jacobians)."""
+    structural = tape.partial_count * (tape.output.size if tape.flat else 1)
     active = program.active(wrt)
     per_entry = tape.output.size if tape.flat else 1  # a flat tape counts one entry of each variable
-    entries, partials, equations = 0, 0, 0
+    entries, equations = 0, 0
     for k in needed_equations(program, tape.output):
         eq = program.equations[k]
         if eq.out not in active:
             continue
         equations += 1
-        local = tape.equation_partials.get(k, 0) * per_entry
-        entries += eq.out.size + local
-        partials += local
+        entries += eq.out.size + tape.equation_partials.get(k, 0) * per_entry
     rows, columns = tape.output.size, sum(v.size for v in wrt)
-    return entries, partials * min(rows, columns), equations
+    return entries, structural * min(rows, columns), equations
 
 
-def plan_fusion(program: Program, wrt, batch: int, dtype, device: str = "cpu") -> FusionDecision:
+def plan_fusion(
+    program: Program, wrt: Sequence[Var], batch: int, dtype: Any, device: str = "cpu"
+) -> FusionDecision:
     """Can ``program`` (its output 0) and its Jacobian w.r.t. ``wrt`` be computed by one
     fused kernel, in which mode, and should ``fuse="auto"`` take it for ``batch`` samples?
 
@@ -197,22 +242,27 @@ def plan_fusion(program: Program, wrt, batch: int, dtype, device: str = "cpu") -
     so a repeated call costs a dictionary look-up.
 
     >>> import numpy as np, batchjac as bj
-    >>> program = bj.trace(lambda q: np.sin(np.cumsum(q, axis=-1)), np.zeros((2, 6)))
+    >>> program = bj.trace(lambda x: np.tanh(np.exp(x) * x) + x, np.zeros((2, 6)))
     >>> decision = plan_fusion(program, program.inputs, 10_000, np.float64)
     >>> decision.fusable, decision.mode, decision.path
-    (True, 'forward', 'fused')
+    (True, 'elementwise', 'fused')
+    >>> program = bj.trace(lambda q: np.sum(np.sin(np.cumsum(q, axis=-1)), axis=-1), np.zeros((2, 6)))
+    >>> plan_fusion(program, program.inputs, 10_000, np.float64).mode  # one output, six inputs
+    'reverse'
     """
     if device not in ("cpu", "gpu"):
         raise ValueError(f"device: expected 'cpu' or 'gpu', got {device!r}")
     found = lowered(program, wrt)
     dtype = np.dtype(dtype).name
-    if found.tape is None:
-        return FusionDecision(False, None, "chain", found.reason, None, 0, device=device, dtype=dtype)
     analysis = found.analysis
+    if found.tape is None or analysis is None:
+        return FusionDecision(False, None, "chain", found.reason, None, 0, device=device, dtype=dtype)
     scale = found.tape.output.size if found.tape.flat else 1
-    fused = analysis.operations(found.mode) * scale
+    fused = found.work * scale
     entries, products, equations = found.chain
-    chain = int(MEMORY_WEIGHT * entries + PRODUCT_WEIGHT * products + CALL_OPERATIONS * equations / max(int(batch), 1))
+    chain = int(
+        MEMORY_WEIGHT * entries + PRODUCT_WEIGHT * products + CALL_OPERATIONS * equations / max(int(batch), 1)
+    )
     path = "fused" if fused <= chain else "chain"
     if path == "fused":
         reason = f"one fused {found.mode}-mode kernel: ~{fused} operations per sample against ~{chain} for the chain"
@@ -222,4 +272,3 @@ def plan_fusion(program: Program, wrt, batch: int, dtype, device: str = "cpu") -
         True, found.mode, path, reason, fused, chain, analysis.forward_ops * scale, analysis.reverse_ops * scale,
         found.statements, device, dtype,
     )  # fmt: skip
-

@@ -48,18 +48,28 @@ def cast(dtype) -> str:
     """The name of the cast to ``dtype`` in generated code."""
     found = CASTS.get(np.dtype(dtype))
     if found is None:
-        raise Unsupported(f"dtype {np.dtype(dtype)} (fused kernels handle float32, float64, int32, int64, bool)")
+        raise Unsupported(
+            f"dtype {np.dtype(dtype)} (fused kernels handle float32, float64, int32, int64, bool)"
+        )
     return found
 
 
 def constant(value, dtype) -> str:
-    """A typed constant: ``f64(0.5)``, ``b1(True)``."""
+    """A typed constant: ``f32(0.5)``; float64 and int64 constants need no cast (numba types
+    a literal ``0.5`` as float64 and ``3`` as int64), and each cast is a call numba must type.
+
+    >>> constant(0.5, np.float32), constant(0.5, np.float64), constant(True, np.bool_)
+    ('f32(0.5)', '0.5', 'True')
+    """
     dtype = np.dtype(dtype)
     if dtype.kind == "b":
         return "True" if value else "False"
     if dtype.kind in "iu":
-        return f"{cast(dtype)}({int(value)})"
-    return f"{cast(dtype)}({float(value)!r})"
+        return str(int(value)) if dtype == np.int64 else f"{cast(dtype)}({int(value)})"
+    text = repr(float(value))
+    if dtype == np.float64:
+        return text if float(value) >= 0 else f"({text})"
+    return f"{cast(dtype)}({text})"
 
 
 def placeholder(name: str) -> str:
@@ -69,7 +79,7 @@ def placeholder(name: str) -> str:
 
 class _Render(ast.NodeTransformer):
     def __init__(self, dtype, params: dict):
-        self.cast = cast(dtype)
+        self.cast = None if np.dtype(dtype) == np.float64 else cast(dtype)
         self.functions = _FLOAT32_FUNCTIONS if np.dtype(dtype) == np.float32 else {}
         self.params = params
 
@@ -83,7 +93,7 @@ class _Render(ast.NodeTransformer):
         return node
 
     def visit_Constant(self, node):
-        if isinstance(node.value, float):
+        if isinstance(node.value, float) and self.cast is not None:
             return ast.Call(func=ast.Name(id=self.cast, ctx=ast.Load()), args=[node], keywords=[])
         return node
 
@@ -101,6 +111,8 @@ def render(expression: str, dtype, params: dict | None = None) -> str:
 
     >>> render("where(x > 0.0, 1.0, alpha)", np.float32, {"alpha": 0.5})
     '(f32(1.0) if __x__ > f32(0.0) else f32(0.5))'
+    >>> render("1.0 - y * y", np.float64)
+    '(1.0 - __y__ * __y__)'
     """
     tree = _Render(dtype, params or {}).visit(ast.parse(expression, mode="eval"))
     text = ast.unparse(ast.fix_missing_locations(tree))
@@ -126,7 +138,9 @@ def rule_code(name: str, dtype_str: str, params: tuple) -> tuple:
     ``dtype``; a partial that is the constant 1 or -1 is :data:`ONE` / :data:`MINUS_ONE`."""
     found = rule(name)
     if found.scalar is None or found.functions is not None:
-        raise Unsupported(f"{name}: a rule registered with bj.register_elementwise (a Python function, not a scalar form)")
+        raise Unsupported(
+            f"{name}: a rule registered with bj.register_elementwise (a Python function, not a scalar form)"
+        )
     values = {**found.params, **dict(params)}
     value, *derivatives = found.scalar
     partials = []

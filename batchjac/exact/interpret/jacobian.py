@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from batchjac.backends.dispatch import select_backend
 from batchjac.core.arrays import namespace
 from batchjac.exact.ir import Literal, Program, Var
 from batchjac.exact.primitives.base import JacobianContext
-from batchjac.structured.chain import chain, chain_plan
+from batchjac.structured.chain import chain_plan
 from batchjac.structured.types import Diagonal, Identity, Jacobian, Shared
 
 PLAN_CACHE: dict = {}
@@ -84,14 +85,16 @@ def forward(program: Program, inputs, consts, wrt, batch: int):
     env.update(zip(program.consts, consts))
     last = program.last_uses()
     edges: dict = {}
+    arrays = [a for a in (*inputs, *consts) if hasattr(a, "shape")]
+    xp = _xp_of(arrays)  # one device for the whole call (checked where the call began)
+    ops = select_backend(*arrays)
     for k, eq in enumerate(program.equations):
         values = [o.value if isinstance(o, Literal) else env[o] for o in eq.inputs]
         batched = tuple(isinstance(o, Var) and o.batched for o in eq.inputs)
-        xp = _xp_of(values)
         params = dict(eq.params)
         wanted = [i for i, o in enumerate(eq.inputs) if isinstance(o, Var) and o in active]
         if eq.out in active and wanted:
-            ctx = JacobianContext(xp, values, batched, eq.inputs, eq.out, batch, eq.out.dtype)
+            ctx = JacobianContext(xp, values, batched, eq.inputs, eq.out, batch, eq.out.dtype, ops)
             value, local = eq.primitive.local_jacobians(ctx, wanted, **params)
             parents: dict = {}
             for i, J in local.items():
@@ -118,9 +121,12 @@ def _compose_diagonal(node: Var, J: Jacobian, edges):
     return [(node, J)]
 
 
-def _chain_product(factors):
-    """The product of a chain of local Jacobians in the planner's cheapest order."""
-    return chain(*factors, order="optimal"), chain_plan(*factors)
+def _multiply_tree(tree, factors):
+    """The product of ``factors`` (left to right) by the bracketing ``tree`` of a chain plan."""
+    if isinstance(tree, int):
+        return factors[tree]
+    left, right = tree
+    return _multiply_tree(left, factors) @ _multiply_tree(right, factors)
 
 
 def assemble(program: Program, output: Var, wrt, edges, batch: int, dtype, xp):
@@ -131,12 +137,12 @@ def assemble(program: Program, output: Var, wrt, edges, batch: int, dtype, xp):
     cached = PLAN_CACHE.get(key)
     by_index = _vertices_by_index(edges)
     plan = AssemblyPlan()
-    if cached is not None:
-        plan.steps, plan.actions = list(cached.steps), cached.actions
+    if cached is not None:  # replay: the same products in the same brackets, no planning
+        plan.steps, plan.actions, plan.chains = cached.steps, cached.actions, cached.chains
         for action in cached.actions:
             if action[0] == "chain":
-                _, sink, path, source = action
-                _multiply_path(edges, by_index[sink], [by_index[u] for u in path], by_index[source], plan)
+                _, sink, path, source, tree = action
+                _multiply_path(edges, by_index[sink], [by_index[u] for u in path], by_index[source], plan, tree)
             else:
                 _eliminate_vertex(edges, by_index[action[1]])
     else:
@@ -144,7 +150,7 @@ def assemble(program: Program, output: Var, wrt, edges, batch: int, dtype, xp):
         _plan_and_assemble(edges, set(wrt) | {output}, plan)
         if len(PLAN_CACHE) >= PLAN_CACHE_SIZE:
             PLAN_CACHE.pop(next(iter(PLAN_CACHE)))
-        PLAN_CACHE[key] = AssemblyPlan(steps=list(plan.steps), actions=list(plan.actions))
+        PLAN_CACHE[key] = AssemblyPlan(steps=list(plan.steps), actions=list(plan.actions), chains=list(plan.chains))
     result = []
     for node in wrt:
         if node is output:
@@ -234,28 +240,31 @@ def _eliminate_chains(edges, inner, plan) -> bool:
         while (parent := next(iter(edges[path[-1]]))) in links:
             path.append(parent)
         source = parent
-        plan.actions.append(("chain", sink.index, tuple(u.index for u in path), source.index))
-        _multiply_path(edges, sink, path, source, plan, describe=True)
+        _multiply_path(edges, sink, path, source, plan)
         links.difference_update(path)
     return True
 
 
-def _multiply_path(edges, sink, path, source, plan, describe=False):
+def _multiply_path(edges, sink, path, source, plan, tree=None):
+    """Multiply the chain ``sink <- path <- source`` into one edge: planned (``tree`` None:
+    the planner's cheapest bracketing, recorded in ``plan``) or replayed by ``tree``."""
     factors = [edges[sink].pop(path[0])]
     for u in path:
         (J,) = edges.pop(u).values()
         factors.append(J)
     if not edges[sink]:
         del edges[sink]
-    product, chain_plan_ = _chain_product(factors)
-    plan.chains.append(chain_plan_)
-    if describe:
+    if tree is None:
+        chain_plan_ = chain_plan(*factors)
+        tree = chain_plan_.tree
+        plan.chains.append(chain_plan_)
+        plan.actions.append(("chain", sink.index, tuple(u.index for u in path), source.index, tree))
         merged = source in edges.get(sink, {})
         plan.steps.append(
             f"chain of {len(factors)} factors {' '.join(type(J).__name__ for J in factors)}: "
-            f"{getattr(chain_plan_, 'order', chain_plan_)}" + (", summed with a parallel path" if merged else "")
+            f"{chain_plan_.order}" + (", summed with a parallel path" if merged else "")
         )
-    _add_edge(edges, sink, source, product)
+    _add_edge(edges, sink, source, _multiply_tree(tree, factors))
 
 
 def _eliminate_vertex(edges, v):

@@ -402,8 +402,8 @@ def _split(ary, indices_or_sections, axis=0):
     if isinstance(indices_or_sections, numbers.Integral):
         if length % indices_or_sections:
             raise ValueError("array split does not result in an equal division")
-        step = length // indices_or_sections
-        bounds = list(range(step, length, step))
+        sections = int(indices_or_sections)
+        bounds = [length // sections * k for k in range(1, sections)]
     else:
         bounds = [int(i) for i in indices_or_sections]
     edges = [0, *bounds, length]
@@ -413,7 +413,7 @@ def _split(ary, indices_or_sections, axis=0):
 def _tensordot(a, b, axes=2):
     a_ndim, b_ndim = full_ndim(a), full_ndim(b)
     if isinstance(axes, numbers.Integral):
-        axes_a, axes_b = list(range(a_ndim - axes, a_ndim)), list(range(axes))
+        axes_a, axes_b = list(range(a_ndim - int(axes), a_ndim)), list(range(int(axes)))
     else:
         axes_a, axes_b = ([x] if isinstance(x, numbers.Integral) else list(x) for x in axes)
     axes_a = [int(x) % a_ndim for x in axes_a]
@@ -578,8 +578,12 @@ def _getitem(self, key):
 
 
 def _method_reduction(function, what):
+    """``x.sum()`` and kin: NumPy's methods, so ``axis=None`` includes the batch axis (refused in
+    batched mode, as for ``numpy.sum(x)``)."""
+
     def method(self, axis=None, dtype=None, out=None, keepdims=False, **unused):
         _no_out(what, out)
+        _numpy_axis_check(self, axis, f"ndarray.{what}")
         result = function(self, axis, keepdims)
         return sh.astype(result, dtype) if dtype is not None else result
 
@@ -623,13 +627,11 @@ def _clip_method(self, min=None, max=None, out=None, **kwargs):  # noqa: A002
 
 
 def _var_method(self, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
-    _no_out("var", out)
-    return red.var(self, axis, ddof, keepdims)
+    return _var(self, axis, dtype, out, ddof, keepdims)
 
 
 def _std_method(self, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
-    _no_out("std", out)
-    return red.std(self, axis, ddof, keepdims)
+    return _std(self, axis, dtype, out, ddof, keepdims)
 
 
 def _zero_imag(self):

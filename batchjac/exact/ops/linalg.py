@@ -12,9 +12,10 @@ throughout. The rules (Kronecker-structured Jacobians, cofactors, ...) are in
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from batchjac.core.errors import TraceError
 from batchjac.exact import lax
 from batchjac.exact.ops.elementwise import FUNCTIONS
 from batchjac.exact.ops.operands import Call, as_operand_array, full_ndim, main, unwrap
@@ -333,7 +334,7 @@ def inv(X):
     return unwrap(bind(INV, (_square(X, "inv"),)))
 
 
-def solve(A, b):
+def solve(A: Any, b: Any) -> Any:
     """``x = A^-1 b`` for each sample: A ``(B, ..., n, n)`` (stacks of matrices allowed) or
     shared ``(n, n)``; b ``(B, ..., n)`` (one vector per matrix: b has one axis fewer than A)
     or ``(B, ..., n, k)``, or shared; stacks broadcast. A ``bj.Jacobian`` as ``A`` solves with
@@ -378,7 +379,7 @@ def _solve_operand(a, call, name, matrix_axes, batch=None):
     return a, tuple(a.shape)
 
 
-def numpy_solve(a, b):
+def numpy_solve(a: Any, b: Any) -> Any:
     """``numpy.linalg.solve`` on the arrays ``f`` sees, with NumPy 2's rule: ``b`` is a vector
     only when it has one axis; otherwise ``b`` is a stack of matrices ``(..., n, k)``."""
     call = Call(a, b)
@@ -387,7 +388,11 @@ def numpy_solve(a, b):
         a_op = a if isinstance(a, Tracer) else as_operand_array(a, "a")
         b_op = b if isinstance(b, Tracer) else as_operand_array(b, "b")
         return unwrap(bind(SOLVE, (a_op, b_op), {"vector": vector}))
-    if full_ndim(b) == 2 and isinstance(b, Tracer) and b.node.batched:
+    n = a.shape[-1] if isinstance(a, Tracer) else np.shape(a)[-1]
+    b_rows = b.shape[0] if full_ndim(b) == 2 else None
+    if b_rows is not None and (
+        (isinstance(b, Tracer) and b.node.batched) or (not isinstance(b, Tracer) and b_rows == call.batch and b_rows != n)
+    ):
         raise ValueError(
             "numpy.linalg.solve(a, b) with b of shape (B, n): NumPy 2 reads b as one matrix whose rows are the "
             "samples; write numpy.linalg.solve(a, b[..., None])[..., 0], use bj.solve(a, b), or " + _PER_SAMPLE_HINT

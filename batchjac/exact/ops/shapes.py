@@ -10,12 +10,12 @@ indexed or mixed with another axis (such calls raise, suggesting ``per_sample=Tr
 from __future__ import annotations
 
 import numbers
+from typing import Any
 
 import numpy as np
 
 from batchjac.core.errors import TraceError
 from batchjac.exact import lax
-from batchjac.exact.ops.elementwise import FUNCTIONS
 from batchjac.exact.ops.operands import (
     Call,
     as_operand_array,
@@ -324,7 +324,7 @@ def repeat(x, repeats, axis=None):
 PAD_MODES = ("constant", "edge", "reflect", "symmetric", "wrap")
 
 
-def pad(x, pad_width, mode="constant", constant_values=0):
+def pad(x: Any, pad_width: Any, mode: str = "constant", constant_values: Any = 0) -> Any:
     """Pad each sample, as ``numpy.pad`` does, in mode ``"constant"`` (with
     ``constant_values``), ``"edge"``, ``"reflect"``, ``"symmetric"`` or ``"wrap"``; in
     batched mode the batch axis is not padded. Jacobian: a selection (each entry copies one

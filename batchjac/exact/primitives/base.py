@@ -75,9 +75,9 @@ class JacobianContext:
     """What a local-Jacobian rule sees: the equation's input values and avals, the batch,
     the namespace, and (once computed) the value of the result."""
 
-    __slots__ = ("xp", "values", "batched", "inputs", "out", "batch", "value", "dtype")
+    __slots__ = ("xp", "values", "batched", "inputs", "out", "batch", "value", "dtype", "ops")
 
-    def __init__(self, xp, values, batched, inputs, out: Var, batch: int, dtype):
+    def __init__(self, xp, values, batched, inputs, out: Var, batch: int, dtype, ops=None):
         self.xp = xp
         self.values = values
         self.batched = batched
@@ -86,6 +86,7 @@ class JacobianContext:
         self.batch = batch
         self.value = None
         self.dtype = np.dtype(dtype)
+        self.ops = ops  # the backend serving the call (its elementwise primitive, ...)
 
     @property
     def device(self) -> str:

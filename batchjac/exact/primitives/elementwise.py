@@ -64,7 +64,7 @@ class ElementwisePrimitive(Primitive):
         if all(s is not None for s in scales.values()):
             value, partials = found.value(xp, *lifted, **params), None  # no derivative arrays
         else:
-            value, *partials = _value_and_partials(xp, found, lifted, params)
+            value, *partials = _value_and_partials(xp, found, lifted, params, ctx.ops)
         value = unlift(value, ctx.out.batched)
         ctx.value = value
         out = {}
@@ -82,7 +82,7 @@ class ElementwisePrimitive(Primitive):
                 f"{self.name}: a rule registered with bj.register_elementwise has no traced derivative "
                 "(it is a compiled scalar function); second derivatives and nesting need a built-in rule"
             )
-        scope = dict(lax.SCALAR_NAMESPACE)
+        scope = dict(lax.SCALAR_NAMESPACE, pow=_power)
         scope.update(zip(found.arguments, inputs))
         scope.update({**found.params, **params})
         scope["y"] = out
@@ -90,12 +90,20 @@ class ElementwisePrimitive(Primitive):
         return lax.unbroadcast(lax.mul(cotangent, partial), lax.shape(inputs[i]))
 
 
-def _value_and_partials(xp, found, lifted, params):
+def _power(u, v):
+    """``pow`` of a traced derivative expression; ``u ** 1`` is ``u`` itself (the derivative
+    of ``x ** 2`` is ``2 x``, whose own Jacobian then stays a scaled identity)."""
+    if isinstance(v, numbers.Number) and float(v) == 1.0:
+        return u
+    return lax.SCALAR_NAMESPACE["pow"](u, v)
+
+
+def _value_and_partials(xp, found, lifted, params, ops=None):
     """The rule's value and partials in one pass, on the backend of the call (a fused kernel
     on the GPU) when the operands are arrays of one shape, by the namespace's rule otherwise."""
     arrays = [a for a in lifted if not isinstance(a, numbers.Number)]
     if len(arrays) == len(lifted) and all(a.shape == arrays[0].shape for a in arrays):
-        return select_backend(*arrays).elementwise(found.name, *arrays, **params)
+        return (ops or select_backend(*arrays)).elementwise(found.name, *arrays, **params)
     with quiet(xp):
         return found.value_and_derivatives(xp, *lifted, **params)
 

@@ -11,6 +11,8 @@ every X). Stacks of matrices give block-diagonal Jacobians.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from batchjac.exact import lax
@@ -20,6 +22,7 @@ from batchjac.exact.tracer import bind
 from batchjac.structured.types import Dense
 
 
+@functools.lru_cache(maxsize=1024)
 def _matrix_shapes(sa, sb):
     """Per-sample shapes of ``a @ b`` with 1-D operands promoted: (sa2, sb2, out, squeeze)."""
     if not sa or not sb:
@@ -138,8 +141,10 @@ class Einsum(Primitive):
             if len(letters) != len(o.shape):
                 raise ValueError(f"einsum: operand {letters!r} of {spec!r} has per-sample shape {o.shape}")
             for c, d in zip(letters, o.shape):
-                if sizes.setdefault(c, d) != d and d != 1:
-                    raise ValueError(f"einsum: index {c!r} of {spec!r} has sizes {sizes[c]} and {d}")
+                known = sizes.setdefault(c, d)
+                if known != d and 1 not in (known, d):
+                    raise ValueError(f"einsum: index {c!r} of {spec!r} has sizes {known} and {d}")
+                sizes[c] = d if known == 1 else known  # a length-1 axis broadcasts
         return tuple(sizes[c] for c in out), result_dtype(inputs)
 
     def impl(self, xp, values, batched, spec):
@@ -152,18 +157,29 @@ class Einsum(Primitive):
         return _dense_by_basis(ctx, i, lambda operands: self.impl(ctx.xp, operands, _flags(ctx, operands, i), spec))
 
     def vjp(self, cotangent, i, inputs, out, spec):
+        """``einsum`` of the cotangent with the other operands onto operand ``i``'s distinct
+        letters; letters no other term has are broadcast (their sum's derivative is 1), axes
+        of length 1 that NumPy broadcast are summed, and a repeated letter (``"ii"``: a
+        diagonal) scatters the result onto the diagonal it reads."""
         ins, out_letters = _parse(spec)
         target = ins[i]
-        if len(set(target)) != len(target):
-            raise NotImplementedError("einsum: an operand with a repeated index has no reverse-mode rule here")
-        others = [(s, v) for k, (s, v) in enumerate(zip(ins, inputs)) if k != i]
-        present = set(out_letters).union(*(set(s) for s, _ in others)) if others else set(out_letters)
-        kept = "".join(c for c in target if c in present)
-        grad = bind(self, (cotangent, *(v for _, v in others)), {"spec": f"{','.join([out_letters, *(s for s, _ in others)])}->{kept}"})
         target_shape = lax.shape(inputs[i])
-        if kept != target:
-            partial_shape = tuple(d if c in present else 1 for c, d in zip(target, target_shape))
-            grad = lax.broadcast_to(lax.reshape(grad, partial_shape), target_shape)
+        sizes = dict(zip(target, target_shape))
+        unique = "".join(dict.fromkeys(target))
+        others = [(s, v) for k, (s, v) in enumerate(zip(ins, inputs)) if k != i]
+        present = set(out_letters).union(*(set(s) for s, _ in others))
+        kept = "".join(c for c in unique if c in present)
+        terms = ",".join([out_letters, *(s for s, _ in others)])
+        grad = bind(self, (cotangent, *(v for _, v in others)), {"spec": f"{terms}->{kept}"})
+        grad = lax.unbroadcast(grad, tuple(sizes[c] for c in kept))
+        unique_shape = tuple(sizes[c] for c in unique)
+        if kept != unique:
+            partial_shape = tuple(sizes[c] if c in present else 1 for c in unique)
+            grad = lax.broadcast_to(lax.reshape(grad, partial_shape), unique_shape)
+        if unique != target:
+            grids = np.indices(unique_shape, dtype=np.int64)
+            position = np.ravel_multi_index(tuple(grids[unique.index(c)] for c in target), target_shape)
+            grad = lax.scatter_add(grad, position, target_shape)
         return grad
 
 
@@ -409,7 +425,7 @@ class Inv(SquareMatrixFunction):
         return lax.neg(lax.matmul(lax.matmul(Yt, cotangent), Yt))
 
 
-def _solve_shapes(sa, sb, vector: bool):
+def _solve_shapes(sa: tuple, sb: tuple, vector: bool) -> tuple:
     """Per-sample shapes of ``solve(A, b)``: ``A`` ``(*stack_a, n, n)``, ``b`` ``(*stack_b, n)``
     (``vector``) or ``(*stack_b, n, k)``; stacks broadcast. Returns ``(stack, n, k, out)``."""
     n = _square(sa, "solve")

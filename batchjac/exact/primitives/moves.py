@@ -47,7 +47,7 @@ def device_index(xp, index: np.ndarray):
 def gather_values(xp, x, batched: bool, index: np.ndarray):
     """``x.flat[index]`` per sample (``-1``: zero), of ``index``'s shape."""
     lead = x.shape[0] if batched else 1
-    flat = x.reshape(lead, -1)
+    flat = x.reshape(lead, size_of(x.shape[1:] if batched else x.shape))  # explicit: B may be 0
     full = index.ravel()
     if full.size and full.min() < 0:
         picked = flat[:, device_index(xp, np.maximum(full, 0))]
@@ -277,7 +277,9 @@ class ScatterAdd(Primitive):
         lead = g.shape[0] if b else 1
         flat_index = index.array.ravel()
         valid = flat_index >= 0
-        g_flat = g.reshape(lead, -1)[:, device_index(xp, np.flatnonzero(valid))] if not valid.all() else g.reshape(lead, -1)
+        g_flat = g.reshape(lead, flat_index.size)  # explicit: B may be 0
+        if not valid.all():
+            g_flat = g_flat[:, device_index(xp, np.flatnonzero(valid))]
         targets = flat_index[valid]
         out = xp.zeros((lead, size_of(shape)), dtype=g.dtype)
         if np.unique(targets).size == targets.size:

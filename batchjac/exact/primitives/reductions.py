@@ -13,6 +13,7 @@ Ties of ``max``/``min`` share the derivative equally among the tied entries (as 
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numpy as np
 
@@ -122,7 +123,7 @@ class ReduceChooser(Reduction):
         return lax.select(lax.compare("ne", chosen, chosen), chosen, shared)
 
 
-def products_of_others(xp, x, axes):
+def products_of_others(xp: Any, x: Any, axes: tuple) -> Any:
     """``out[..., i] = prod_{k != i} x[..., k]`` over the per-sample ``axes`` of ``x`` ``(lead,
     *shape)`` (each group of entries that one product reduces), by exclusive prefix and
     suffix products: exact with zeros, no division."""
@@ -130,7 +131,7 @@ def products_of_others(xp, x, axes):
     kept = [a for a in range(len(shape)) if a not in axes]
     order = (0, *(a + 1 for a in kept), *(a + 1 for a in axes))
     moved = xp.transpose(x, order)
-    flat = moved.reshape(*moved.shape[: 1 + len(kept)], -1)
+    flat = moved.reshape(*moved.shape[: 1 + len(kept)], size_of([shape[a] for a in axes]))  # B may be 0
     ones = xp.ones(flat.shape[:-1] + (1,), dtype=flat.dtype)
     prefix = xp.cumprod(xp.concatenate([ones, flat[..., :-1]], axis=-1), axis=-1)
     suffix = xp.flip(xp.cumprod(xp.concatenate([ones, xp.flip(flat, -1)[..., :-1]], axis=-1), axis=-1), -1)

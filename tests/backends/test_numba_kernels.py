@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import DIFFERENCES, assert_close, black_box_jacobian
+from helpers import DIFFERENCES, assert_close, black_box_jacobian
 
 from batchjac.backends import interface, xp_ops
 from batchjac.backends.dispatch import backend_problem

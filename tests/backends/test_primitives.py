@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import DIFFERENCES, assert_close, black_box_jacobian, to_numpy
+from helpers import DIFFERENCES, assert_close, black_box_jacobian, to_numpy
 
 from batchjac.backends import interface
 from batchjac.backends.dispatch import get_backend
