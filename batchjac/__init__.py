@@ -11,6 +11,7 @@ the work on NumPy (CPU), CuPy or numba-CUDA (NVIDIA GPUs).
 from batchjac.api import (
     check_hessian,
     check_jacobian,
+    color_columns,
     elementwise,
     grad,
     hessian,
@@ -30,6 +31,7 @@ from batchjac.core.errors import (
     BackendUnavailableError,
     DeviceMismatchError,
     NotComplexSafeError,
+    NotFusableError,
     NumericalFallbackWarning,
     TraceError,
 )
@@ -41,15 +43,24 @@ from batchjac.integrations.dask import RechunkWarning
 from batchjac.integrations.interop import like, to_framework
 from batchjac.numerical.device_jacobian import device_jacobian
 from batchjac.structured.chain import chain, chain_jvp, chain_plan, chain_vjp
-from batchjac.structured.types import Dense, Diagonal, Gather, Identity, Jacobian, Shared
-from batchjac.structured.types import BlockDiagonal, Kronecker, Sparse
+from batchjac.structured.types import (
+    BlockDiagonal,
+    Dense,
+    Diagonal,
+    Gather,
+    Identity,
+    Jacobian,
+    Kronecker,
+    Shared,
+    Sparse,
+)
 
 __version__ = "0.2.0.dev0"
 
 __all__ = [
     "BackendUnavailableError", "BlockDiagonal", "Kronecker", "Sparse", "Dense", "DeviceMismatchError", "Diagonal", "Gather", "Identity", "Jacobian",
-    "NotComplexSafeError", "NumericalFallbackWarning", "Program", "RechunkWarning", "Shared", "TraceError",
+    "NotComplexSafeError", "NotFusableError", "NumericalFallbackWarning", "Program", "RechunkWarning", "Shared", "TraceError",
     "available_backends", "chain", "chain_jvp", "chain_plan", "chain_vjp", "check_jacobian", "device_jacobian",
     "elementwise", "interop", "jacobian", "like", "register_elementwise", "to_device", "to_framework", "trace",
-    "use_backend", "value_and_jacobian", "grad", "hessian", "hvp", "jvp", "vhp", "vjp", "sparsity", "check_hessian", *_ARRAY_FUNCTIONS,
+    "use_backend", "value_and_jacobian", "grad", "hessian", "hvp", "jvp", "vhp", "vjp", "sparsity", "check_hessian", "color_columns", *_ARRAY_FUNCTIONS,
 ]  # fmt: skip

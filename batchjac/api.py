@@ -7,7 +7,8 @@ and hands the rest to :mod:`batchjac.engine`; the work happens below.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -15,22 +16,26 @@ from batchjac import checking, engine
 from batchjac.backends.dispatch import select_backend
 from batchjac.core.arrays import as_float_array, flatten_samples
 from batchjac.core.elementwise_rules import BINARY, UNARY, ElementwiseRule, rule
-from batchjac.exact.capture import capture, unflatten
 from batchjac.core.errors import TraceError
+from batchjac.exact.capture import capture, unflatten
 from batchjac.exact.ir import Program
-from batchjac.exact.tracer import Tracer
 from batchjac.exact.ops.elementwise import _unary
 from batchjac.exact.ops.shapes import trace as matrix_trace
 from batchjac.exact.primitives.elementwise import ensure_rule
+from batchjac.exact.tracer import Tracer
 from batchjac.integrations import dask as dask_support
 from batchjac.integrations import interop
 from batchjac.structured.types import Diagonal
 from batchjac.transforms import grad, hessian, hvp, jvp, vhp, vjp  # noqa: F401 - routed as they are
 
-def jacobian(f: Callable, x: Any, *args: Any, argnums=0, method: str = "auto", layout: str = "numerator",
-             backend: str | None = None, chunk_size: int | None = None, structured: bool = False,
-             progress: bool | None = None, framework: str | None = None, per_sample: bool = False,
-             in_axes=None, has_aux: bool = False, fuse="auto", sparsity=None, **kwargs: Any):  # fmt: skip
+if TYPE_CHECKING:  # imported where used (numba compiles the colouring on import)
+    from batchjac.numerical.coloring import Coloring
+
+def jacobian(f: Callable[..., Any], x: Any, *args: Any, argnums: int | Sequence[int] = 0, method: str = "auto",
+             layout: str = "numerator", backend: str | None = None, chunk_size: int | None = None,
+             structured: bool = False, progress: bool | None = None, framework: str | None = None,
+             per_sample: bool = False, in_axes: int | Sequence[int | None] | None = None, has_aux: bool = False,
+             fuse: bool | str = "auto", sparsity: Any = None, **kwargs: Any) -> Any:  # fmt: skip
     """Batched Jacobian of ``f`` at every sample of ``x``.
 
     Parameters
@@ -110,11 +115,11 @@ def jacobian(f: Callable, x: Any, *args: Any, argnums=0, method: str = "auto", l
     return (jacobians, aux) if has_aux else jacobians
 
 
-def value_and_jacobian(f: Callable, x: Any, *args: Any, argnums=0, method: str = "auto",
+def value_and_jacobian(f: Callable[..., Any], x: Any, *args: Any, argnums: int | Sequence[int] = 0, method: str = "auto",
                        layout: str = "numerator", backend: str | None = None, chunk_size: int | None = None,
                        structured: bool = False, progress: bool | None = None, framework: str | None = None,
-                       per_sample: bool = False, in_axes=None, has_aux: bool = False, fuse="auto",
-                       sparsity=None, **kwargs: Any):  # fmt: skip
+                       per_sample: bool = False, in_axes: int | Sequence[int | None] | None = None, has_aux: bool = False,
+                       fuse: bool | str = "auto", sparsity: Any = None, **kwargs: Any) -> tuple[Any, Any]:  # fmt: skip
     """``(f(x, *args), jacobian(f, x, *args, ...))`` from one evaluation; the keywords of
     :func:`jacobian`. With ``has_aux=True``: ``((value, aux), J)``, as ``jax.value_and_grad``.
 
@@ -137,7 +142,14 @@ def value_and_jacobian(f: Callable, x: Any, *args: Any, argnums=0, method: str =
     return ((value, aux), jacobians) if has_aux else (value, jacobians)
 
 
-def _call(f, x, args, kwargs, keywords, framework):
+def _call(
+    f: Callable[..., Any],
+    x: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    keywords: dict[str, Any],
+    framework: str | None,
+) -> tuple[Any, Any, Any]:
     if framework is not None:
         if framework != "input" and framework not in interop.FRAMEWORKS:
             raise ValueError(
@@ -162,8 +174,8 @@ def _call(f, x, args, kwargs, keywords, framework):
     return interop.to_framework(value, target), interop.to_framework(jacobians, target), aux
 
 
-def trace(f: Callable, x: Any = None, *args: Any, argnums=0, per_sample: bool = False, in_axes=None,
-          has_aux: bool = False, **kwargs: Any) -> Program:  # fmt: skip
+def trace(f: Callable[..., Any], x: Any = None, *args: Any, argnums: int | Sequence[int] = 0, per_sample: bool = False,
+          in_axes: int | Sequence[int | None] | None = None, has_aux: bool = False, **kwargs: Any) -> Program:  # fmt: skip
     """The program ``f`` computes, as recorded by tracing it at ``x`` (per-sample shapes).
 
     (Called on an array instead of a function, ``bj.trace(X, offset=0, axis1=-2, axis2=-1)``
@@ -212,8 +224,8 @@ def trace(f: Callable, x: Any = None, *args: Any, argnums=0, per_sample: bool = 
     return program
 
 
-def sparsity(f: Callable, x: Any, *args: Any, argnums=0, per_sample: bool = False, in_axes=None,
-             format: str = "dense", **kwargs: Any):  # noqa: A002 - NumPy's word  # fmt: skip
+def sparsity(f: Callable[..., Any], x: Any, *args: Any, argnums: int | Sequence[int] = 0, per_sample: bool = False,
+             in_axes: int | Sequence[int | None] | None = None, format: str = "dense", **kwargs: Any) -> Any:  # noqa: A002 - NumPy's word  # fmt: skip
     """The per-sample sparsity pattern of the Jacobian of ``f``, from its traced program alone
     (no derivative is evaluated): ``P[i, j]`` is True where output entry ``i`` may depend on
     input entry ``j`` (flattened, row-major).
@@ -263,8 +275,30 @@ def sparsity(f: Callable, x: Any, *args: Any, argnums=0, per_sample: bool = Fals
     return per_argument[0] if options.single else tuple(per_argument)
 
 
-def check_jacobian(f: Callable, x: Any, J: Any = None, method: str = "complex-step", rtol: float | None = None,
-                   atol: float | None = None, backend: str | None = None):  # fmt: skip
+def color_columns(pattern: Any) -> Coloring:
+    """Colour the columns of a per-sample sparsity pattern so that no two columns of a colour
+    share a row (greedy, largest first): one evaluation of ``f`` per colour recovers them all.
+
+    Returns
+    -------
+    Coloring
+        ``colors`` ``(n,)`` (-1 for empty columns), ``count``, the CSR pattern; pass it as
+        ``sparsity=`` to skip colouring on later calls.
+
+    Examples
+    --------
+    >>> import numpy as np, batchjac as bj
+    >>> bj.color_columns(np.eye(3, dtype=bool) | np.eye(3, k=1, dtype=bool)).count
+    2
+    """
+    from batchjac.numerical.coloring import color_columns as color
+
+    return color(pattern)
+
+
+def check_jacobian(f: Callable[..., Any], x: Any, J: Any = None, method: str = "complex-step",
+                   rtol: float | None = None, atol: float | None = None,
+                   backend: str | None = None) -> checking.JacobianCheck:  # fmt: skip
     """Compare a batched Jacobian of ``f`` at ``x`` with a numerical one, naming the worst entry.
 
     Parameters
@@ -301,8 +335,9 @@ def check_jacobian(f: Callable, x: Any, J: Any = None, method: str = "complex-st
     return checking.check_jacobian(f, x, J, method=method, rtol=rtol, atol=atol, backend=backend)
 
 
-def check_hessian(f: Callable, x: Any, H: Any = None, method: str = "central", rtol: float | None = None,
-                  atol: float | None = None, backend: str | None = None):  # fmt: skip
+def check_hessian(f: Callable[..., Any], x: Any, H: Any = None, method: str = "central",
+                  rtol: float | None = None, atol: float | None = None,
+                  backend: str | None = None) -> checking.JacobianCheck:  # fmt: skip
     """Compare the batched Hessian of a scalar ``f`` (``H``, or the exact one when None) with
     numerical differences of its exact gradient, naming the worst entry.
 
@@ -332,7 +367,7 @@ def check_hessian(f: Callable, x: Any, H: Any = None, method: str = "central", r
 # --------------------------------------------------------------------------------------
 
 
-def elementwise(name: str, *args: Any, backend: str | None = None, **params: Any):
+def elementwise(name: str, *args: Any, backend: str | None = None, **params: Any) -> tuple[Any, ...]:
     """Value and diagonal Jacobian(s) of an element-wise operation, in one pass.
 
     Parameters
@@ -390,7 +425,9 @@ def elementwise(name: str, *args: Any, backend: str | None = None, **params: Any
     return (y, *(Diagonal(flatten_samples(d)) for d in partials))
 
 
-def register_elementwise(name: str, f: Callable[[float], float], df: Callable[[float], float]) -> Callable:
+def register_elementwise(
+    name: str, f: Callable[[float], float], df: Callable[[float], float]
+) -> Callable[..., Any]:
     """Register a user element-wise function from scalar Python functions ``f`` and ``df``.
 
     Both must be compilable by numba (``math`` functions, arithmetic, branches). On the CPU
@@ -419,7 +456,7 @@ def register_elementwise(name: str, f: Callable[[float], float], df: Callable[[f
     value_ufunc = _compile_ufunc(f, "f")
     derivative_ufunc = _compile_ufunc(df, "df")
 
-    def array_form(xp, x):
+    def array_form(xp: Any, x: Any) -> Iterator[Any]:
         if xp is np:
             yield value_ufunc(x)
             yield derivative_ufunc(x)
@@ -435,7 +472,7 @@ def register_elementwise(name: str, f: Callable[[float], float], df: Callable[[f
     return _unary(name)
 
 
-def _compile_ufunc(fn, what):
+def _compile_ufunc(fn: Callable[[float], float], what: str) -> Any:
     import numba
 
     if not callable(fn):
@@ -448,5 +485,5 @@ def _compile_ufunc(fn, what):
 
 __all__ = [
     "jacobian", "value_and_jacobian", "trace", "elementwise", "register_elementwise", "grad", "hessian", "hvp",
-    "jvp", "vhp", "vjp", "sparsity", "check_jacobian", "check_hessian",
+    "jvp", "vhp", "vjp", "sparsity", "check_jacobian", "check_hessian", "color_columns",
 ]  # fmt: skip

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from batchjac import engine
 from batchjac.backends.dispatch import use_backend
@@ -62,8 +63,8 @@ class Entry:
     """One entry ``J[sample, *output_index, *input_index]`` and its numerical value."""
 
     sample: int
-    output_index: tuple
-    input_index: tuple
+    output_index: tuple[int, ...]
+    input_index: tuple[int, ...]
     given: float
     numerical: float
 
@@ -71,7 +72,7 @@ class Entry:
     def error(self) -> float:
         return abs(self.given - self.numerical)
 
-    def __str__(self):
+    def __str__(self) -> str:
         return (
             f"sample {self.sample}, output index {self.output_index}, input index {self.input_index}: "
             f"J = {self.given!r}, numerical = {self.numerical!r}, |error| = {self.error:.3g}"
@@ -94,7 +95,7 @@ class JacobianCheck:
     max_rel_error: float
     worst: Entry | None
 
-    def __str__(self):
+    def __str__(self) -> str:
         worst = f"; closest to tolerance at {self.worst}" if self.worst is not None else ""
         return (
             f"Jacobian matches {self.method} differences: max abs error {self.max_abs_error:.3g}, "
@@ -103,7 +104,7 @@ class JacobianCheck:
 
 
 def check_jacobian(
-    f: Callable,
+    f: Callable[..., Any],
     x: Any,
     J: Any = None,
     method: str = "complex-step",
@@ -151,8 +152,17 @@ def check_jacobian(
         )
 
 
-def _check(f, x, J, method, rtol, atol, backend, f_framework) -> JacobianCheck:
-    def reference(method):
+def _check(
+    f: Callable[..., Any],
+    x: Any,
+    J: Any,
+    method: str,
+    rtol: float | None,
+    atol: float | None,
+    backend: str | None,
+    f_framework: str | None,
+) -> JacobianCheck:
+    def reference(method: str) -> tuple[Any, tuple[Any, ...]]:
         return numerical_value_and_jacobian(f, (x,), 0, method, backend=backend, f_framework=f_framework)
 
     try:
@@ -192,18 +202,20 @@ def _check(f, x, J, method, rtol, atol, backend, f_framework) -> JacobianCheck:
     return report
 
 
-def default_rtol(method: str, dtype) -> float:
+def default_rtol(method: str, dtype: DTypeLike) -> float:
     """The documented default ``rtol`` of ``method`` for a Jacobian of ``dtype``."""
     return DEFAULT_RTOL.get((method, np.dtype(dtype)), DEFAULT_RTOL[method, np.dtype(np.float32)])
 
 
-def default_atol(method: str, rtol: float, numerical, value, x) -> float:
+def default_atol(method: str, rtol: float, numerical: Any, value: Any, x: Any) -> float:
     """The default ``atol`` (module docstring) for the numerical Jacobian ``numerical`` of
     ``f`` at ``x`` with values ``value = f(x)``."""
     return atol_from_scales(method, rtol, numerical.dtype, _max_abs(numerical), _max_abs(value), _max_abs(x))
 
 
-def atol_from_scales(method: str, rtol: float, dtype, jacobian: float, value: float, x: float) -> float:
+def atol_from_scales(
+    method: str, rtol: float, dtype: DTypeLike, jacobian: float, value: float, x: float
+) -> float:
     """The default ``atol`` from the largest ``|N|``, ``|f(x)|`` and ``|x|`` (a blockwise
     check merges these maxima first).
 
@@ -218,11 +230,11 @@ def atol_from_scales(method: str, rtol: float, dtype, jacobian: float, value: fl
     return float(rtol * jacobian + rounding)
 
 
-def _max_abs(a) -> float:
+def _max_abs(a: Any) -> float:
     return float(namespace(a).abs(a).max()) if a.size else 0.0
 
 
-def _given(f, x, J, shape, backend=None):
+def _given(f: Callable[..., Any], x: Any, J: Any, shape: tuple[int, ...], backend: str | None = None) -> Any:
     """``J`` as an array of the numerical Jacobian's shape ``(B, *out_shape, *in_shape)``."""
     if J is None:
         _, J, _ = engine.value_and_jacobian(f, x, method="exact", backend=backend)
@@ -241,7 +253,7 @@ def _given(f, x, J, shape, backend=None):
     return J
 
 
-def _entry(given, numerical, flat_index, in_ndim) -> Entry:
+def _entry(given: Any, numerical: Any, flat_index: int, in_ndim: int) -> Entry:
     index = tuple(int(i) for i in np.unravel_index(flat_index, given.shape))
     split = len(index) - in_ndim
     return Entry(
@@ -253,7 +265,7 @@ def _entry(given, numerical, flat_index, in_ndim) -> Entry:
     )
 
 
-def _max_relative(xp, error, numerical) -> float:
+def _max_relative(xp: Any, error: Any, numerical: Any) -> float:
     nonzero = numerical != 0
     if not bool(nonzero.any()):
         return 0.0

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from batchjac.backends.dispatch import select_backend, use_backend
-from batchjac.core.arrays import as_float_array, framework_of, namespace
-from batchjac.core.errors import NotComplexSafeError, NumericalFallbackWarning, TraceError
+from batchjac.core.arrays import as_float_array, device_of, framework_of, namespace
+from batchjac.core.errors import NotComplexSafeError, NotFusableError, NumericalFallbackWarning, TraceError
 from batchjac.core.validation import (
     NUMERICAL_METHODS,
     check_argnums,
@@ -28,12 +30,15 @@ from batchjac.core.validation import (
     check_method,
     check_progress,
 )
-from batchjac.exact import ops  # noqa: F401 - attaches the traced arrays' operators
-from batchjac.exact.capture import capture, flatten, normalize_in_axes, unflatten
-from batchjac.exact.interpret.evaluate import evaluate, plain
-from batchjac.exact import lax
+from batchjac.exact import (
+    lax,
+    ops,  # noqa: F401 - attaches the traced arrays' operators
+)
+from batchjac.exact.capture import Captured, TreeDef, capture, flatten, normalize_in_axes, unflatten
 from batchjac.exact.interpret import reverse
+from batchjac.exact.interpret.evaluate import evaluate, plain
 from batchjac.exact.interpret.jacobian import value_and_jacobians
+from batchjac.exact.ir import Program, Var
 from batchjac.exact.ops.operands import unwrap
 from batchjac.exact.tracer import PER_SAMPLE, Batched, Tracer
 from batchjac.numerical.differences import (
@@ -45,6 +50,9 @@ from batchjac.numerical.differences import (
 )
 from batchjac.structured.types import Jacobian
 
+if TYPE_CHECKING:  # imported where used (the fused path loads numba's compiler)
+    from batchjac.exact.fuse.plan import FusionDecision
+
 FUSE_OPTIONS = ("auto", True, False)
 SMALL_REQUEST = 64 << 20  # bytes: requests below this skip the free-memory check
 
@@ -53,7 +61,7 @@ SMALL_REQUEST = 64 << 20  # bytes: requests below this skip the free-memory chec
 class Options:
     """The validated keywords of one call."""
 
-    argnums: tuple
+    argnums: tuple[int, ...]
     single: bool
     method: str
     layout: str
@@ -62,16 +70,19 @@ class Options:
     structured: bool
     progress: bool | None
     per_sample: bool
-    in_axes: tuple
+    in_axes: tuple[int | None, ...]
     has_aux: bool
-    fuse: object
+    fuse: bool | str
     framework: str | None = None  # "torch" or "jax" when x came from there: f gets its arrays
-    sparsity: object = None  # a pattern (m, n), or "auto": numerical Jacobians by column colouring
+    sparsity: Any = None  # a pattern (m, n), or "auto": numerical Jacobians by column colouring
 
 
-def check_options(f, args, *, argnums=0, method="auto", layout="numerator", backend=None, chunk_size=None,
-                  structured=False, progress=None, per_sample=False, in_axes=None, has_aux=False,
-                  fuse="auto", sparsity=None) -> Options:  # fmt: skip
+def check_options(
+    f: Callable[..., Any], args: Sequence[Any], *, argnums: int | Sequence[int] = 0, method: str = "auto",
+    layout: str = "numerator", backend: str | None = None, chunk_size: int | None = None, structured: bool = False,
+    progress: bool | None = None, per_sample: bool = False, in_axes: int | Sequence[int | None] | None = None,
+    has_aux: bool = False, fuse: bool | str = "auto", sparsity: Any = None,
+) -> Options:  # fmt: skip
     """Validate the keywords of a Jacobian call (each error names its argument)."""
     check_callable(f, "f")
     method = check_method(method)
@@ -98,11 +109,11 @@ def check_options(f, args, *, argnums=0, method="auto", layout="numerator", back
     )  # fmt: skip
 
 
-def _arg_name(i):
+def _arg_name(i: int) -> str:
     return "x" if i == 0 else f"argument {i}"
 
 
-def _prepared(args, options: Options):
+def _prepared(args: Sequence[Any], options: Options) -> tuple[Any, ...]:
     """The call's arguments with each differentiated leaf a real floating array (or a tracer
     of an enclosing trace: a nested call)."""
     args = list(args)
@@ -116,22 +127,24 @@ def _prepared(args, options: Options):
     return tuple(args)
 
 
-def _all_numbers(tree) -> bool:
+def _all_numbers(tree: Any) -> bool:
     leaves, _ = flatten(tree)
     return bool(leaves) and all(isinstance(leaf, (int, float, np.number)) and not isinstance(leaf, bool) for leaf in leaves)
 
 
-def is_nested(args, options: Options) -> bool:
+def is_nested(args: Sequence[Any], options: Options) -> bool:
     """True when a differentiated argument is a tracer: the call is inside ``f`` of an
     enclosing ``bj.jacobian`` (or ``bj.grad``), and must itself be traceable."""
     return any(isinstance(leaf, Tracer) for leaf in _leaves(args, options))
 
 
-def _leaves(args, options):
+def _leaves(args: Sequence[Any], options: Options) -> list[Any]:
     return [leaf for i in options.argnums for leaf in flatten(args[i])[0]]
 
 
-def value_and_jacobian(f, *args, kwargs=None, **keywords):
+def value_and_jacobian(
+    f: Callable[..., Any], *args: Any, kwargs: dict[str, Any] | None = None, **keywords: Any
+) -> tuple[Any, Any, Any]:
     """``(value, jacobians, aux)`` of ``f`` at ``args``; keywords as in ``bj.jacobian``.
 
     ``jacobians`` has one entry per ``argnums`` entry (the bare entry for an integer
@@ -142,7 +155,7 @@ def value_and_jacobian(f, *args, kwargs=None, **keywords):
     options = check_options(f, args, **keywords)
     foreign = {framework_of(leaf) for leaf in _leaves(args, options)} & {"torch", "jax"}
     if foreign:
-        options = replace(options, framework=sorted(foreign)[0])
+        options = replace(options, framework=sorted(foreign, key=str)[0])
     args = _prepared(args, options)
     leaves = _leaves(args, options)
     if is_nested(args, options):
@@ -153,8 +166,10 @@ def value_and_jacobian(f, *args, kwargs=None, **keywords):
         return _value_and_jacobian(f, args, kwargs, options)
 
 
-def _value_and_jacobian(f, args, kwargs, options: Options):
-    method = "exact" if options.structured else options.method
+def _value_and_jacobian(
+    f: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any], options: Options
+) -> tuple[Any, Any, Any]:
+    method = "exact" if options.structured and options.sparsity is None else options.method
     if method in ("auto", "exact"):
         try:
             captured = capture(f, args, kwargs, options.argnums, per_sample=options.per_sample,
@@ -173,7 +188,7 @@ def _value_and_jacobian(f, args, kwargs, options: Options):
     return _numerical(f, args, kwargs, method, options, auto=options.method == "auto")
 
 
-def _warn_fallback(reason, method):
+def _warn_fallback(reason: str, method: str) -> None:
     warnings.warn(f"{reason}; using method={method!r}", NumericalFallbackWarning, stacklevel=5)
 
 
@@ -182,11 +197,17 @@ def _warn_fallback(reason, method):
 # --------------------------------------------------------------------------------------
 
 
-def _exact(captured, options: Options):
+def _exact(captured: Captured, options: Options) -> tuple[Any, Any, Any]:
     program, batch = _single_output(captured.program), captured.batch  # aux outputs are not differentiated
     inputs = list(captured.leaves)
     in_shapes = [tuple(leaf.shape[1:]) if b else tuple(leaf.shape) for leaf, b in zip(captured.leaves, captured.batched)]
     sources = [*inputs, *program.const_values]
+    fused = _fused_path(program, inputs, batch, options)
+    if fused is not None:
+        value, jacobians = fused
+        results = _finish(value, jacobians, in_shapes, options, sources=sources)
+        aux = _aux(captured, inputs) if options.has_aux else None
+        return value, _rebuild(results, captured.trees, options), aux
     chunk = exact_chunk(program, inputs, batch, options)
     scalar = program.outputs[0].size == 1 and not options.structured  # structured results keep their structure
     gradient = _gradient_path(program, inputs, batch) if chunk >= batch and scalar else None
@@ -205,7 +226,62 @@ def _exact(captured, options: Options):
     return value, _rebuild(results, captured.trees, options), aux
 
 
-def _gradient_path(program, inputs, batch):
+def _fused_path(
+    program: Program, inputs: Sequence[Any], batch: int, options: Options
+) -> tuple[Any, list[Jacobian]] | None:
+    """The value and Jacobians by one compiled kernel (:mod:`batchjac.exact.fuse`), or None for
+    the structured chain. ``fuse=True`` insists (a program it cannot compile is an error),
+    ``False`` never fuses, ``"auto"`` follows the planner's estimate, and with
+    ``structured=True`` fuses only element-wise programs (whose fused result is ``Diagonal``
+    too: other fused results are ``Dense``, the chain keeps more structure); an explicit
+    ``chunk_size`` selects the chunked chain; ``"auto"`` fuses programs whose estimated saving
+    per sample is large (:data:`FUSE_MIN_SAVING`), so that compiling pays."""
+    from batchjac.exact.fuse import fused_value_and_jacobians, plan_fusion
+
+    if options.fuse is False or (options.fuse == "auto" and (batch == 0 or options.chunk_size is not None)):
+        return None  # an explicit chunk_size asks for the chunked chain (a fused kernel needs no chunks)
+    device = device_of(inputs[0]) if inputs else "cpu"
+    # estimated at a nominal batch: the choice depends on the program alone (see FUSE_MIN_SAVING)
+    decision = plan_fusion(program, program.inputs, DECISION_BATCH, program.outputs[0].dtype, device)
+    if options.fuse is True:
+        if not decision.fusable:
+            raise NotFusableError(f"fuse=True: {decision.explain()}")
+    elif decision.path != "fused" or (options.structured and decision.mode != "elementwise"):
+        return None
+    elif not _worth_compiling(program, decision, batch, device):
+        return None
+    output = program.outputs[0]
+    needed = output.size * sum(v.size for v in program.inputs) * batch * output.dtype.itemsize
+    free = free_memory(inputs[0]) if inputs and needed > SMALL_REQUEST else None
+    if free is not None and needed > free:
+        raise MemoryError(f"the fused Jacobian needs {needed:,} bytes for its result; only {free:,} are free")
+    value, jacobians, decision = fused_value_and_jacobians(program, inputs, program.const_values, program.inputs,
+                                                           batch, backend=options.backend)  # fmt: skip
+    plan = decision.plan()
+    for J in jacobians:
+        J.plan = plan
+    return _whole_batch(value, output, batch), jacobians  # a fresh buffer: never the caller's
+
+
+# fuse="auto" compiles a kernel for programs where fusing saves at least this many operations
+# per sample over the chain (the planner's estimates): worth its compile time for any batch
+# worth the name, while small programs, whose chain costs microseconds, skip the compiler.
+# The rule depends on the program alone (not on the batch size nor on what was compiled
+# before), so a call gives the same results, bit for bit, in chunks, on Dask workers or whole.
+FUSE_MIN_SAVING = 2000
+DECISION_BATCH = 10**6  # the batch at which the planner's per-sample estimates are compared
+# Compile time grows faster than the generated code (measured on a 2-core CPU: 1.5 s for the
+# 230 statements of the W4 kinematics, 10 s for W5's 607, minutes above 1000): "auto"
+# compiles small kernels only; fuse=True compiles any fusable program.
+AUTO_MAX_STATEMENTS = 400
+
+
+def _worth_compiling(program: Program, decision: FusionDecision, batch: int, device: str) -> bool:
+    saving = decision.chain_operations - (decision.fused_operations or 0)
+    return saving >= FUSE_MIN_SAVING and (decision.statements or 0) <= AUTO_MAX_STATEMENTS
+
+
+def _gradient_path(program: Program, inputs: Sequence[Any], batch: int) -> tuple[Any, list[Jacobian]] | None:
     """One output entry per sample: its Jacobian is a gradient, and one backward sweep (reverse
     mode) gives it at the cost of the function (per-sample parameter gradients never build a
     Kronecker product). ``(value, [Dense (B, 1, n_k)])``, or None where a primitive has no
@@ -222,23 +298,25 @@ def _gradient_path(program, inputs, batch):
         return None
     value = _owned(_whole_batch(plain(value), out, batch), inputs)
     plan = AssemblyPlan(path="reverse", reason="one output entry per sample: one backward sweep gives the gradient")
-    jacobians = []
+    jacobians: list[Jacobian] = []
     for g, var in zip(grads, program.inputs):
-        g = _whole_batch(plain(g), var if isinstance(g, Batched) else _shared(var), batch)
+        # a per-sample gradient is already (B, ...); one shared by the batch (zero, or f not
+        # depending on the sample) is repeated
+        g = plain(g) if isinstance(g, Batched) else _whole_batch(plain(g), _shared(var), batch)
         J = Dense(g.reshape(batch, 1, var.size))
         J.plan = plan
         jacobians.append(J)
     return value, jacobians
 
 
-def _shared(var):
+def _shared(var: Var) -> Var:
     """``var``'s aval as a shared value (a zero gradient comes back without the batch axis)."""
     from batchjac.exact.ir import Var
 
     return Var(var.index, var.shape, var.dtype, False)
 
 
-def exact_memory_per_sample(program, inputs) -> int:
+def exact_memory_per_sample(program: Program, inputs: Sequence[Any]) -> int:
     """Bytes one sample needs on the exact path (an estimate, counted from the program):
     every value, a local Jacobian per differentiated edge (an entry per output entry for
     structured rules, output times input for dense ones: products of traced operands,
@@ -259,7 +337,24 @@ def exact_memory_per_sample(program, inputs) -> int:
     return itemsize * (entries + 3 * result)
 
 
-def exact_chunk(program, inputs, batch: int, options: Options) -> int:
+def _working_bytes_per_sample(program: Program, inputs: Sequence[Any]) -> int:
+    """Of :func:`exact_memory_per_sample`, the bytes of values and local Jacobians (not the
+    result's copies)."""
+    itemsize = np.dtype(program.outputs[0].dtype).itemsize
+    result = program.outputs[0].size * sum(v.size for v in program.inputs)
+    return exact_memory_per_sample(program, inputs) - 3 * itemsize * result
+
+
+# A large batch goes through the chain in passes whose values and local Jacobians take at
+# most WORKING_SET bytes (the result is allocated once, for the whole batch): the peak stays
+# near the result's size instead of growing with the length of the program, and each pass
+# works in cache. A pass has at least MIN_PASS samples, so the per-pass Python cost stays
+# small against the kernels. Each sample's arithmetic does not depend on the pass it is in.
+WORKING_SET = 64 << 20
+MIN_PASS = 1024
+
+
+def exact_chunk(program: Program, inputs: Sequence[Any], batch: int, options: Options) -> int:
     """Samples per pass of the exact path: all of them when they fit in half the free memory
     (or ``chunk_size`` when given); ``MemoryError`` before allocating when one sample does
     not fit. Structured results are never chunked (they are one object)."""
@@ -287,10 +382,23 @@ def exact_chunk(program, inputs, batch: int, options: Options) -> int:
     if options.structured:
         return batch
     budget = FALLBACK_BUDGET if free is None else int(MEMORY_FRACTION * free)
-    return max(1, min(batch, budget // max(per_sample, 1)))
+    chunk = max(1, min(batch, budget // max(per_sample, 1)))
+    if program.outputs[0].size > 1:  # a scalar output takes the gradient path, linear already
+        working = _working_bytes_per_sample(program, inputs)
+        if working * chunk > WORKING_SET:
+            chunk = min(chunk, max(MIN_PASS, WORKING_SET // max(working, 1)))
+    return chunk
 
 
-def _exact_in_chunks(program, inputs, batched, batch, chunk, in_shapes, options: Options):
+def _exact_in_chunks(
+    program: Program,
+    inputs: Sequence[Any],
+    batched: Sequence[bool],
+    batch: int,
+    chunk: int,
+    in_shapes: Sequence[tuple[int, ...]],
+    options: Options,
+) -> tuple[Any, list[Any]]:
     """The exact path over slices of the batch, each written into the preallocated results."""
     xp = namespace(*[a for a in inputs if hasattr(a, "shape")])
     out = program.outputs[0]
@@ -314,7 +422,7 @@ def _exact_in_chunks(program, inputs, batched, batch, chunk, in_shapes, options:
     return value, results
 
 
-def _aux(captured, inputs):
+def _aux(captured: Captured, inputs: Sequence[Any]) -> Any:
     program = captured.program
     if len(program.outputs) == 1:
         traced = []
@@ -323,10 +431,10 @@ def _aux(captured, inputs):
         traced = [_whole_batch(plain(o), var, captured.batch) for o, var in zip(outs[1:], program.outputs[1:])]
     it = iter(traced)
     leaves = [next(it) if leaf is None else leaf for leaf in captured.aux_leaves]
-    return unflatten(captured.aux_tree, leaves)
+    return unflatten(cast(TreeDef, captured.aux_tree), leaves)  # has_aux: f returned an aux tree
 
 
-def _whole_batch(value, var, batch):
+def _whole_batch(value: Any, var: Var, batch: int) -> Any:
     """A value of the whole batch ``(B, ...)`` (a shared one repeated)."""
     if var.batched:
         return value
@@ -336,7 +444,7 @@ def _whole_batch(value, var, batch):
     return out
 
 
-def _owned(value, sources):
+def _owned(value: Any, sources: Sequence[Any]) -> Any:
     """``value`` itself, or a copy when it shares memory with an input (``f = lambda x: x``)
     or is a read-only view: results never alias the caller's arrays."""
     if getattr(value, "base", None) is None and not _shares(value, sources):  # f = lambda x: x returns x itself
@@ -344,14 +452,14 @@ def _owned(value, sources):
     return value.copy()
 
 
-def _shares(array, sources) -> bool:
+def _shares(array: Any, sources: Sequence[Any]) -> bool:
     for s in sources:
         if isinstance(s, np.ndarray) and isinstance(array, np.ndarray) and np.may_share_memory(array, s):
             return True
     return False
 
 
-def _detached(J: Jacobian, sources) -> Jacobian:
+def _detached(J: Jacobian, sources: Sequence[Any]) -> Jacobian:
     """``J``, or a copy of it when it stores a caller's array (a weight of a ``Shared``
     Jacobian): an in-place update of the caller's array must not change a result."""
     if any(_shares(a, sources) for a in J._arrays()):
@@ -361,14 +469,26 @@ def _detached(J: Jacobian, sources) -> Jacobian:
     return J
 
 
-def _finish(value, jacobians, in_shapes, options: Options, sources=()):
+def _finish(
+    value: Any,
+    jacobians: Sequence[Any],
+    in_shapes: Sequence[tuple[int, ...]],
+    options: Options,
+    sources: Sequence[Any] = (),
+) -> list[Any]:
     out_shape = tuple(value.shape[1:])
     batch = value.shape[0]
     results = []
     for J, in_shape in zip(jacobians, in_shapes):
         if options.structured:
             J = _detached(J, sources)
-            results.append(J.T if options.layout == "denominator" else J)
+            if options.layout == "denominator":
+                transposed = J.T
+                for attribute in ("plan", "colors", "evaluations", "coloring"):  # what the result reports
+                    if hasattr(J, attribute):
+                        setattr(transposed, attribute, getattr(J, attribute))
+                J = transposed
+            results.append(J)
             continue
         dense = J.to_dense() if isinstance(J, Jacobian) else J
         if _shares(dense, sources):
@@ -381,19 +501,21 @@ def _finish(value, jacobians, in_shapes, options: Options, sources=()):
     return results
 
 
-def _rebuild(results, trees, options: Options):
+def _rebuild(results: Sequence[Any], trees: Sequence[TreeDef], options: Options) -> Any:
     """Per-leaf results back into the structure of each differentiated argument."""
     it = iter(results)
     per_argument = [unflatten(tree, [next(it) for _ in range(_count(tree))]) for tree in trees]
     return per_argument[0] if options.single else tuple(per_argument)
 
 
-def _count(tree) -> int:
+def _count(tree: TreeDef) -> int:
     kind, _, children = tree
     return 1 if kind == "leaf" else sum(_count(c) for c in children)
 
 
-def _nested(f, args, kwargs, options: Options):
+def _nested(
+    f: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any], options: Options
+) -> tuple[Any, Any, Any]:
     """A Jacobian inside a traced function: reverse mode written with traced operations, one
     backward sweep per output entry, so that the enclosing trace records it (second
     derivatives of ``bj.jacobian(lambda x: bj.jacobian(g, x), x)``)."""
@@ -420,7 +542,7 @@ def _nested(f, args, kwargs, options: Options):
     return unwrap(output), _rebuild(jacobians, captured.trees, options), aux
 
 
-def _anchored(J, x):
+def _anchored(J: Any, x: Any) -> Any:
     """A Jacobian that does not depend on a traced ``x`` (``f`` linear in it) as a value of ``x``'s
     trace with a zero derivative: ``where(True, J, sum(x))``. An enclosing Jacobian then sees a
     function of ``x`` (whose derivative is 0), not a constant that looks as if ``f`` had left
@@ -431,7 +553,7 @@ def _anchored(J, x):
     return lax.select(np.ones(np.shape(J), dtype=bool), J, total)
 
 
-def _single_output(program):
+def _single_output(program: Program) -> Program:
     """The program restricted to its first output (auxiliary outputs dropped)."""
     if len(program.outputs) == 1:
         return program
@@ -445,12 +567,17 @@ def _single_output(program):
 # --------------------------------------------------------------------------------------
 
 
-def _flat_function(f, args, kwargs, options: Options, batch: int):
+def _flat_function(
+    f: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any], options: Options, batch: int
+) -> tuple[Callable[..., Any], list[Any], tuple[int, ...], list[TreeDef]]:
     """``f`` as a function of batched arrays only: the differentiated leaves (a shared
     per-sample parameter broadcast to the batch, so that each sample gets its own
     perturbation) and the other arguments. Returns ``(g, flat_args, flat_argnums, trees)``.
     A per-sample ``f`` is mapped over the samples by a loop."""
-    trees, flat, flat_argnums, slots = [], [], [], []
+    trees: list[TreeDef] = []
+    flat: list[Any] = []
+    flat_argnums: list[int] = []
+    slots: list[tuple[int, int, int, TreeDef | None]] = []
     for i, a in enumerate(args):
         if i in options.argnums:
             leaves, tree = flatten(a)
@@ -464,10 +591,10 @@ def _flat_function(f, args, kwargs, options: Options, batch: int):
             slots.append((i, len(flat), 1, None))
             flat.append(a)
 
-    def rebuild(values):
+    def rebuild(values: Sequence[Any]) -> list[Any]:
         return [values[start] if tree is None else unflatten(tree, values[start : start + count]) for _, start, count, tree in slots]
 
-    def output(out):
+    def output(out: Any) -> Any:
         return out[0] if options.has_aux else out
 
     if not options.per_sample:
@@ -475,7 +602,7 @@ def _flat_function(f, args, kwargs, options: Options, batch: int):
 
     mapped = {i for i in range(len(args)) if options.in_axes[i] == 0 or i in options.argnums}
 
-    def per_sample(*values):
+    def per_sample(*values: Any) -> Any:
         call = rebuild(values)
         count = next(flatten(call[i])[0][0].shape[0] for i in sorted(mapped))
         outs = []
@@ -487,7 +614,7 @@ def _flat_function(f, args, kwargs, options: Options, batch: int):
     return per_sample, flat, tuple(flat_argnums), trees
 
 
-def _copies(args):
+def _copies(args: Sequence[Any]) -> list[Any]:
     """The arguments with every array a fresh copy (``f`` may write into its inputs)."""
     out = []
     for a in args:
@@ -496,16 +623,23 @@ def _copies(args):
     return out
 
 
-def _index_tree(tree, b):
+def _index_tree(tree: Any, b: int) -> Any:
     leaves, treedef = flatten(tree)
     return unflatten(treedef, [leaf[b] if hasattr(leaf, "shape") and np.ndim(leaf) else leaf for leaf in leaves])
 
 
-def _numerical(f, args, kwargs, method, options: Options, auto: bool):
+def _numerical(
+    f: Callable[..., Any],
+    args: Sequence[Any],
+    kwargs: dict[str, Any],
+    method: str,
+    options: Options,
+    auto: bool,
+) -> tuple[Any, Any, Any]:
     batch = _leaves(args, options)[0].shape[0] if not options.per_sample else _batch_of(args, options)
     g, flat, flat_argnums, trees = _flat_function(f, args, kwargs, options, batch)
 
-    def run(method):
+    def run(method: str) -> tuple[Any, Any]:
         return numerical_value_and_jacobian(g, flat, flat_argnums, method, backend=options.backend,
                                             chunk_size=options.chunk_size, progress=options.progress,
                                             f_framework=options.framework)  # fmt: skip
@@ -513,7 +647,7 @@ def _numerical(f, args, kwargs, method, options: Options, auto: bool):
     if options.sparsity is not None:
         from batchjac.numerical.coloring import sparse_value_and_jacobian
 
-        def run(method):  # noqa: F811 - the coloured variant of the same call
+        def run(method: str) -> tuple[Any, Any]:  # noqa: F811 - the coloured variant of the same call
             return sparse_value_and_jacobian(g, flat, flat_argnums, method, pattern=options.sparsity,
                                              backend=options.backend, chunk_size=options.chunk_size,
                                              progress=options.progress, f_framework=options.framework)  # fmt: skip
@@ -534,13 +668,13 @@ def _numerical(f, args, kwargs, method, options: Options, auto: bool):
     return value, _rebuild(results, trees, options), aux
 
 
-def _batch_of(args, options) -> int:
+def _batch_of(args: Sequence[Any], options: Options) -> int:
     from batchjac.exact.capture import batch_size
 
     return batch_size(args, options.argnums, options.in_axes, True)
 
 
-def in_memory(f, *args, **keywords):
+def in_memory(f: Callable[..., Any], *args: Any, **keywords: Any) -> tuple[Any, Any]:
     """``(value, jacobians)`` of one in-memory call (the Dask integration's block call)."""
     value, jacobians, _ = value_and_jacobian(f, *args, **keywords)
     return value, jacobians

@@ -14,6 +14,7 @@ along ``v`` is ``J v``: one forward sweep and two backward sweeps, nothing mater
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import numpy as np
@@ -23,8 +24,9 @@ from batchjac.core.errors import NumericalFallbackWarning, TraceError
 from batchjac.core.validation import check_callable, check_method
 from batchjac.engine import Options, _prepared, check_options, value_and_jacobian
 from batchjac.exact import lax
-from batchjac.exact.capture import capture, flatten, is_leaf, unflatten
+from batchjac.exact.capture import Captured, TreeDef, capture, flatten, is_leaf, unflatten
 from batchjac.exact.interpret import reverse
+from batchjac.exact.ir import Program, Var
 from batchjac.exact.ops import sum as sum_
 from batchjac.exact.ops.operands import unwrap
 from batchjac.exact.tracer import PER_SAMPLE, Batched, Trace, Tracer
@@ -33,7 +35,9 @@ from batchjac.structured.types import Diagonal, Jacobian
 HESSIAN_METHODS = ("auto", "exact", "central")
 
 
-def _captured(f, args, kwargs, options: Options):
+def _captured(
+    f: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any], options: Options
+) -> tuple[Captured, Sequence[Any]]:
     args = _prepared(args, options)
     per_sample = options.per_sample or any(
         isinstance(leaf, Tracer) and leaf.recording.mode == PER_SAMPLE
@@ -44,7 +48,7 @@ def _captured(f, args, kwargs, options: Options):
                    has_aux=options.has_aux), args  # fmt: skip
 
 
-def _whole(value, var, batch):
+def _whole(value: Any, var: Var, batch: int) -> Any:
     """A result for the caller: batched arrays unwrapped; a shared zero broadcast to the batch."""
     if isinstance(value, (Tracer, Batched)):
         return unwrap(value)
@@ -54,18 +58,18 @@ def _whole(value, var, batch):
     return out
 
 
-def _per_argument(results, captured, options: Options):
+def _per_argument(results: Sequence[Any], captured: Captured, options: Options) -> Any:
     it = iter(results)
     trees = [unflatten(tree, [next(it) for _ in range(_count(tree))]) for tree in captured.trees]
     return trees[0] if options.single else tuple(trees)
 
 
-def _count(tree) -> int:
+def _count(tree: TreeDef) -> int:
     kind, _, children = tree
     return 1 if kind == "leaf" else sum(_count(c) for c in children)
 
 
-def _aux(captured):
+def _aux(captured: Captured) -> Any:
     from batchjac.engine import _aux as aux_of
 
     return aux_of(captured, captured.leaves)
@@ -76,7 +80,14 @@ def _aux(captured):
 # --------------------------------------------------------------------------------------
 
 
-def grad(f: Callable, argnums=0, *, per_sample: bool = False, in_axes=None, has_aux: bool = False) -> Callable:
+def grad(
+    f: Callable[..., Any],
+    argnums: int | Sequence[int] = 0,
+    *,
+    per_sample: bool = False,
+    in_axes: int | Sequence[int | None] | None = None,
+    has_aux: bool = False,
+) -> Callable[..., Any]:
     """The gradient of a scalar-valued ``f``, as a function of ``f``'s arguments.
 
     ``f`` maps a batch to ``(B,)`` (one number per sample; ``()`` per sample with
@@ -103,13 +114,17 @@ def grad(f: Callable, argnums=0, *, per_sample: bool = False, in_axes=None, has_
     """
     check_callable(f)
 
-    def gradient(*args, **kwargs):
-        options = check_options(f, args, argnums=argnums, per_sample=per_sample, in_axes=in_axes, has_aux=has_aux)
+    def gradient(*args: Any, **kwargs: Any) -> Any:
+        options = check_options(
+            f, args, argnums=argnums, per_sample=per_sample, in_axes=in_axes, has_aux=has_aux
+        )
         captured, _ = _captured(f, args, kwargs, options)
         program = reverse_program(captured)
         out = program.outputs[0]
         if out.shape != ():
-            raise ValueError(f"grad: f must return one number per sample, got per-sample shape {out.shape}; use bj.jacobian or bj.vjp")
+            raise ValueError(
+                f"grad: f must return one number per sample, got per-sample shape {out.shape}; use bj.jacobian or bj.vjp"
+            )
         _, grads = reverse.vjp(program, captured.leaves, [np.ones((), dtype=out.dtype)])
         grads = [_anchored(g, leaf) for g, leaf in zip(grads, captured.leaves)]
         results = [_whole(g, v, captured.batch) for g, v in zip(grads, program.inputs)]
@@ -121,7 +136,7 @@ def grad(f: Callable, argnums=0, *, per_sample: bool = False, in_axes=None, has_
     return gradient
 
 
-def _anchored(g, x):
+def _anchored(g: Any, x: Any) -> Any:
     """A gradient ``g`` that does not depend on a traced ``x`` (``f`` linear in it) as a value of
     ``x``'s trace: ``where(True, g, x)``, whose derivative w.r.t. ``x`` is zero. So an enclosing
     ``bj.jacobian`` (the Hessian) sees a function of ``x`` with a zero derivative, not a constant
@@ -131,7 +146,7 @@ def _anchored(g, x):
     return lax.select(np.ones(x.node.shape, dtype=bool), g, x)
 
 
-def reverse_program(captured):
+def reverse_program(captured: Captured) -> Program:
     """The captured program with its first output only (auxiliary outputs are not
     differentiated)."""
     from batchjac.engine import _single_output
@@ -139,8 +154,8 @@ def reverse_program(captured):
     return _single_output(captured.program)
 
 
-def vjp(f: Callable, x: Any, *args: Any, argnums=0, per_sample: bool = False, in_axes=None, has_aux: bool = False,
-        **kwargs: Any):  # fmt: skip
+def vjp(f: Callable[..., Any], x: Any, *args: Any, argnums: int | Sequence[int] = 0, per_sample: bool = False, in_axes: int | Sequence[int | None] | None = None, has_aux: bool = False,
+        **kwargs: Any) -> tuple[Any, ...]:  # fmt: skip
     """``(f(x, *args), vjp_fn)``: ``vjp_fn(u)`` gives ``u^T J`` per sample for a cotangent
     ``u`` ``(B, *out_shape)``, without building ``J`` (one backward sweep per call).
 
@@ -158,21 +173,25 @@ def vjp(f: Callable, x: Any, *args: Any, argnums=0, per_sample: bool = False, in
     [[2.0, 4.0]]
     """
     all_args = (x, *args)
-    options = check_options(f, all_args, argnums=argnums, per_sample=per_sample, in_axes=in_axes, has_aux=has_aux)
+    options = check_options(
+        f, all_args, argnums=argnums, per_sample=per_sample, in_axes=in_axes, has_aux=has_aux
+    )
     captured, _ = _captured(f, all_args, kwargs, options)
     program = reverse_program(captured)
     (y,), env, active = reverse.forward(program, captured.leaves)
     out = program.outputs[0]
     expected = (captured.batch, *out.shape)
 
-    def vjp_fn(u):
+    def vjp_fn(u: Any) -> Any:
         cot: Any
         if isinstance(u, Tracer):
             cot = u
         else:
             u_arr = u if hasattr(u, "shape") else np.asarray(u)
             if tuple(u_arr.shape) != expected:
-                raise ValueError(f"u: expected a cotangent of shape {expected} (B, *out_shape), got {tuple(u_arr.shape)}")
+                raise ValueError(
+                    f"u: expected a cotangent of shape {expected} (B, *out_shape), got {tuple(u_arr.shape)}"
+                )
             cot = Batched(u_arr)
         grads = reverse.backward(program, env, active, [cot], list(program.inputs))
         results = [_whole(g, v, captured.batch) for g, v in zip(grads, program.inputs)]
@@ -183,8 +202,8 @@ def vjp(f: Callable, x: Any, *args: Any, argnums=0, per_sample: bool = False, in
     return (value, vjp_fn, _aux(captured)) if has_aux else (value, vjp_fn)
 
 
-def jvp(f: Callable, x: Any, v: Any, *args: Any, argnums=0, per_sample: bool = False, in_axes=None,
-        **kwargs: Any):  # fmt: skip
+def jvp(f: Callable[..., Any], x: Any, v: Any, *args: Any, argnums: int | Sequence[int] = 0, per_sample: bool = False, in_axes: int | Sequence[int | None] | None = None,
+        **kwargs: Any) -> tuple[Any, Any]:  # fmt: skip
     """``(f(x, *args), J v)``: the Jacobian-vector product per sample, without building ``J``.
 
     ``v`` has the shape of ``x`` (a tuple of tangents for a tuple ``argnums``, in the structure
@@ -202,7 +221,9 @@ def jvp(f: Callable, x: Any, v: Any, *args: Any, argnums=0, per_sample: bool = F
     options = check_options(f, all_args, argnums=argnums, per_sample=per_sample, in_axes=in_axes)
     tangents = (v,) if options.single else tuple(v)
     if len(tangents) != len(options.argnums):
-        raise ValueError(f"v: expected {len(options.argnums)} tangents (one per argnums entry), got {len(tangents)}")
+        raise ValueError(
+            f"v: expected {len(options.argnums)} tangents (one per argnums entry), got {len(tangents)}"
+        )
     captured, prepared = _captured(f, all_args, kwargs, options)
     program = reverse_program(captured)
     (y,), env, active = reverse.forward(program, captured.leaves)
@@ -215,7 +236,9 @@ def jvp(f: Callable, x: Any, v: Any, *args: Any, argnums=0, per_sample: bool = F
             raise ValueError(f"v: the tangent of argument {i} must have the structure of the argument")
         for leaf, r in zip(leaves, ref):
             if tuple(np.shape(leaf)) != tuple(r.shape):
-                raise ValueError(f"v: expected a tangent of shape {tuple(r.shape)}, got {tuple(np.shape(leaf))}")
+                raise ValueError(
+                    f"v: expected a tangent of shape {tuple(r.shape)}, got {tuple(np.shape(leaf))}"
+                )
             tangent_leaves.append(leaf)
     # The VJP u -> u^T J as a program of u, then its transpose applied to the tangents.
     linear = Trace(PER_SAMPLE, captured.batch)
@@ -226,7 +249,10 @@ def jvp(f: Callable, x: Any, v: Any, *args: Any, argnums=0, per_sample: bool = F
                       for c, var in zip(cotangents, program.inputs)]  # fmt: skip
     transposed = linear.program(cotangents)
     zero = np.zeros((captured.batch, *out.shape), dtype=out.dtype)
-    tangent_ops = [t if isinstance(t, Tracer) else (Batched(t) if var.batched else t) for t, var in zip(tangent_leaves, program.inputs)]
+    tangent_ops = [
+        t if isinstance(t, Tracer) else (Batched(t) if var.batched else t)
+        for t, var in zip(tangent_leaves, program.inputs)
+    ]
     _, (jv,) = reverse.vjp(transposed, [zero], tangent_ops)
     return _whole(y, out, captured.batch), _whole(jv, out, captured.batch)
 
@@ -236,7 +262,16 @@ def jvp(f: Callable, x: Any, v: Any, *args: Any, argnums=0, per_sample: bool = F
 # --------------------------------------------------------------------------------------
 
 
-def hvp(f: Callable, x: Any, v: Any, *args: Any, argnums=0, per_sample: bool = False, in_axes=None, **kwargs: Any):
+def hvp(
+    f: Callable[..., Any],
+    x: Any,
+    v: Any,
+    *args: Any,
+    argnums: int | Sequence[int] = 0,
+    per_sample: bool = False,
+    in_axes: int | Sequence[int | None] | None = None,
+    **kwargs: Any,
+) -> Any:
     """Hessian-vector product ``H v`` per sample of a scalar ``f``, without building ``H``
     (reverse over reverse: the gradient of ``<grad f, v>``; ``H`` is symmetric, so this is
     also ``v^T H``).
@@ -258,7 +293,7 @@ def hvp(f: Callable, x: Any, v: Any, *args: Any, argnums=0, per_sample: bool = F
     position = options.argnums[0]
     g = grad(f, position, per_sample=per_sample, in_axes=in_axes)
 
-    def directional(*call_args, **kw):
+    def directional(*call_args: Any, **kw: Any) -> Any:
         *f_args, tangent = call_args
         total = None
         for gl, tl in zip(flatten(g(*f_args, **kw))[0], flatten(tangent)[0]):
@@ -272,7 +307,16 @@ def hvp(f: Callable, x: Any, v: Any, *args: Any, argnums=0, per_sample: bool = F
     return grad(directional, position, per_sample=per_sample, in_axes=axes)(*all_args, v, **kwargs)
 
 
-def vhp(f: Callable, x: Any, v: Any, *args: Any, argnums=0, per_sample: bool = False, in_axes=None, **kwargs: Any):
+def vhp(
+    f: Callable[..., Any],
+    x: Any,
+    v: Any,
+    *args: Any,
+    argnums: int | Sequence[int] = 0,
+    per_sample: bool = False,
+    in_axes: int | Sequence[int | None] | None = None,
+    **kwargs: Any,
+) -> Any:
     """``v^T H`` per sample of a scalar ``f`` (equal to :func:`hvp`: the Hessian is symmetric).
 
     Examples
@@ -284,9 +328,9 @@ def vhp(f: Callable, x: Any, v: Any, *args: Any, argnums=0, per_sample: bool = F
     return hvp(f, x, v, *args, argnums=argnums, per_sample=per_sample, in_axes=in_axes, **kwargs)
 
 
-def hessian(f: Callable, x: Any, *args: Any, argnums=0, method: str = "auto", structured: bool = False,
-            layout: str = "numerator", backend: str | None = None, per_sample: bool = False, in_axes=None,
-            **kwargs: Any):  # fmt: skip
+def hessian(f: Callable[..., Any], x: Any, *args: Any, argnums: int | Sequence[int] = 0, method: str = "auto", structured: bool = False,
+            layout: str = "numerator", backend: str | None = None, per_sample: bool = False, in_axes: int | Sequence[int | None] | None = None,
+            **kwargs: Any) -> Any:  # fmt: skip
     """Batched Hessian of ``f``: ``(B, *in_shape, *in_shape)`` for a scalar ``f`` (one number
     per sample), ``(B, *out_shape, *in_shape, *in_shape)`` for a vector ``f``.
 
@@ -326,7 +370,9 @@ def hessian(f: Callable, x: Any, *args: Any, argnums=0, method: str = "auto", st
     if structured and method == "central":
         raise ValueError("structured=True needs the exact method, got method='central'")
     all_args = (x, *args)
-    options = check_options(f, all_args, argnums=argnums, layout=layout, per_sample=per_sample, in_axes=in_axes)
+    options = check_options(
+        f, all_args, argnums=argnums, layout=layout, per_sample=per_sample, in_axes=in_axes
+    )
     if not is_leaf(flatten(all_args[options.argnums[0]])[1]):
         kind = type(all_args[options.argnums[0]]).__name__
         raise TypeError(
@@ -347,24 +393,30 @@ def hessian(f: Callable, x: Any, *args: Any, argnums=0, method: str = "auto", st
         H = _second_differences(f, all_args, kwargs, keywords)
         return _arranged(H, _in_ndim(all_args, options), options.layout)
     scalar = captured.program.outputs[0].shape == ()
-    first = grad(f, argnums, per_sample=per_sample, in_axes=in_axes) if scalar else _jacobian_function(f, argnums, per_sample, in_axes)
+    first = (
+        grad(f, argnums, per_sample=per_sample, in_axes=in_axes)
+        if scalar
+        else _jacobian_function(f, argnums, per_sample, in_axes)
+    )
     if method == "central":
         H = value_and_jacobian(first, *all_args, kwargs=kwargs, method="central", **keywords)[1]
     else:
-        H = value_and_jacobian(first, *all_args, kwargs=kwargs, method="exact", structured=structured, **keywords)[1]
+        H = value_and_jacobian(
+            first, *all_args, kwargs=kwargs, method="exact", structured=structured, **keywords
+        )[1]
     if isinstance(H, Jacobian):  # structured: (B, n, n) of a scalar f, or (B, m n, n)
         return _symmetric_structured(H) if scalar else H
     return _arranged(H, _in_ndim(all_args, options), options.layout)
 
 
-def _in_ndim(args, options: Options) -> int:
+def _in_ndim(args: Sequence[Any], options: Options) -> int:
     """Axes of one sample of the differentiated argument."""
     (leaf,), _ = flatten(args[options.argnums[0]])
     shared = options.per_sample and options.in_axes[options.argnums[0]] is None
     return np.ndim(leaf) - (0 if shared else 1)
 
 
-def _arranged(H, in_ndim: int, layout: str):
+def _arranged(H: Any, in_ndim: int, layout: str) -> Any:
     """A dense Hessian ``(B, *out, *in, *in)`` made exactly symmetric in its two input groups
     (the average with its transpose: second derivatives commute, and rounding is the only
     asymmetry of an exact or central result), in the requested layout (denominator:
@@ -389,14 +441,23 @@ def _symmetric_structured(H: Any) -> Any:
     return H
 
 
-def _jacobian_function(f, argnums, per_sample, in_axes):
-    def jac(*call_args, **kw):
-        return value_and_jacobian(f, *call_args, kwargs=kw, argnums=argnums, method="exact", per_sample=per_sample, in_axes=in_axes)[1]
+def _jacobian_function(
+    f: Callable[..., Any],
+    argnums: int | Sequence[int],
+    per_sample: bool,
+    in_axes: int | Sequence[int | None] | None,
+) -> Callable[..., Any]:
+    def jac(*call_args: Any, **kw: Any) -> Any:
+        return value_and_jacobian(
+            f, *call_args, kwargs=kw, argnums=argnums, method="exact", per_sample=per_sample, in_axes=in_axes
+        )[1]
 
     return jac
 
 
-def _second_differences(f, args, kwargs, keywords):
+def _second_differences(
+    f: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any], keywords: dict[str, Any]
+) -> Any:
     """The Hessian of a black box by central differences of central differences (a step of
     ``eps^(1/3)`` of the scale in each): error about ``1e-5`` relative in float64 (measured in
     the README's "Second derivatives" section); float32 is refused (no correct digit)."""
@@ -409,9 +470,11 @@ def _second_differences(f, args, kwargs, keywords):
         )
     per_sample, in_axes = keywords["per_sample"], keywords["in_axes"]
     if per_sample and in_axes is not None and in_axes[position] is None:
-        raise ValueError("hessian: a per-sample f that does not trace cannot be differentiated twice w.r.t. a shared argument; make f traceable")
+        raise ValueError(
+            "hessian: a per-sample f that does not trace cannot be differentiated twice w.r.t. a shared argument; make f traceable"
+        )
 
-    def gradient(*call_args):
+    def gradient(*call_args: Any) -> Any:
         return value_and_jacobian(f, *call_args, kwargs=kwargs, method="central", **keywords)[1]
 
     outer = dict(keywords, per_sample=False, in_axes=None)

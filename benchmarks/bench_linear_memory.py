@@ -14,11 +14,8 @@ not, and doubling the per-sample size must double the peak, not quadruple it.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-import statistics
 import sys
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -26,8 +23,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from harness import DEFAULT_OUT, median_ms, save_result  # noqa: E402
+
 import batchjac as bj  # noqa: E402
-from harness import DEFAULT_OUT  # noqa: E402
 
 B = 64
 
@@ -39,16 +37,6 @@ def _peak(fn):
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return peak, result
-
-
-def _median_ms(fn, repeats=5):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
 
 
 def scaling_cases(rng, sizes):
@@ -103,7 +91,7 @@ def per_sample_gradients(rng, batch=1000):
     run = lambda: bj.jacobian(loss, *args, **keywords)  # noqa: E731
     peak, grads = _peak(run)
     result_bytes = sum(g.nbytes for g in grads)
-    out = {"batch": batch, "batchjac_ms": _median_ms(run), "peak_bytes": peak, "result_bytes": result_bytes}
+    out = {"batch": batch, "batchjac_ms": median_ms(run), "peak_bytes": peak, "result_bytes": result_bytes}
     try:
         import torch
         from torch.func import grad, vmap
@@ -116,7 +104,7 @@ def per_sample_gradients(rng, batch=1000):
         return ((W2 @ torch.tanh(W1 @ x + b1) + b2 - y) ** 2).sum()
 
     per_sample = vmap(grad(t_loss, argnums=(0, 1, 2, 3)), in_dims=(None, None, None, None, 0, 0))
-    out["torch_ms"] = _median_ms(lambda: per_sample(*t_args))
+    out["torch_ms"] = median_ms(lambda: per_sample(*t_args))
     out["max_error_vs_torch"] = float(max(np.abs(a.numpy() - b).max() for a, b in zip(per_sample(*t_args), grads)))
     out["ratio_to_torch"] = out["batchjac_ms"] / out["torch_ms"]
     return out
@@ -149,7 +137,7 @@ def kinematics_memory(rng, batch=100_000):
     peak, J = _peak(run)
     small = q[:4]
     error = float(np.abs(bj.jacobian(spatial_kinematics, small) - bj.jacobian(spatial_kinematics, small, method="complex-step")).max())
-    return {"batch": batch, "ms": _median_ms(run, 3), "peak_bytes": peak, "result_bytes": J.nbytes,
+    return {"batch": batch, "ms": median_ms(run, 3), "peak_bytes": peak, "result_bytes": J.nbytes,
             "peak_over_result": peak / J.nbytes, "max_error_vs_complex_step": error}  # fmt: skip
 
 
@@ -178,9 +166,7 @@ def main(argv=None) -> int:
           f"peak {g['peak_bytes'] / g['result_bytes']:.2f}x the result")  # fmt: skip
     k = result["spatial_kinematics"]
     print(f"spatial 6R kinematics B={k['batch']}: {k['ms']:.0f} ms, peak {k['peak_over_result']:.2f}x the result, error {k['max_error_vs_complex_step']:.1e}")
-    out = Path(options.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "linear_memory_cpu.json").write_text(json.dumps(result, indent=2) + "\n")
+    save_result(options.out, "linear_memory_cpu.json", result)
     return 0
 
 

@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+
+from harness import median_ms  # noqa: E402
 
 import batchjac as bj  # noqa: E402
 
@@ -61,16 +61,6 @@ def by_hand(params, x):
     return J
 
 
-def _median_ms(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
-
-
 def phases(params, x, repeats):
     """Median time (ms) of each phase of one ``bj.jacobian`` call."""
     from batchjac.engine import check_options
@@ -90,10 +80,10 @@ def phases(params, x, repeats):
         return interpret.assemble(program, program.outputs[0], list(program.inputs), edges, BATCH, np.float32, np)
 
     return {
-        "trace": _median_ms(lambda: capture(f, (x,), {}, options.argnums), repeats),
-        "hash": _median_ms(lambda: _fresh_hash(program), repeats),
-        "values and local Jacobians": _median_ms(forward, repeats),
-        "forward + assembly (cached plan)": _median_ms(assemble, repeats),
+        "trace": median_ms(lambda: capture(f, (x,), {}, options.argnums), repeats),
+        "hash": median_ms(lambda: _fresh_hash(program), repeats),
+        "values and local Jacobians": median_ms(forward, repeats),
+        "forward + assembly (cached plan)": median_ms(assemble, repeats),
     }
 
 
@@ -111,20 +101,28 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     params = _weights(rng)
     x = rng.standard_normal((BATCH, WIDTHS[0])).astype(np.float32)
-    total = _median_ms(lambda: bj.jacobian(lambda x: mlp(params, x), x, method="exact"), options.repeats)
-    numpy_ms = _median_ms(lambda: by_hand(params, x), options.repeats)
+    total = median_ms(lambda: bj.jacobian(lambda x: mlp(params, x), x, method="exact"), options.repeats)
+    numpy_ms = median_ms(lambda: by_hand(params, x), options.repeats)
     # The same program at tiny sizes (widths 4, B = 2): the kernels take microseconds, so the
     # time is the Python overhead of tracing, planning lookups and dispatch.
     tiny = [(W[:4, :4] if W.shape[0] > 10 else W[:, :4], b[:4] if b.shape[0] > 10 else b) for W, b in params]
     tiny[0] = (params[0][0][:4], params[0][1][:4])
     x_tiny = x[:2]
-    overhead = _median_ms(lambda: bj.jacobian(lambda x: mlp(tiny, x), x_tiny, method="exact"), options.repeats)
+    # The full-size network takes the structured chain (fuse="auto" leaves it there), so the
+    # proxy is timed on the chain too; the fused path's overhead is reported beside it.
+    tiny_f = lambda x: mlp(tiny, x)  # noqa: E731
+    keywords = {} if options.total_only else {"fuse": False}
+    overhead = median_ms(lambda: bj.jacobian(tiny_f, x_tiny, method="exact", **keywords), options.repeats)
     result = {"total_ms": total, "numpy_by_hand_ms": numpy_ms, "overhead_ms": overhead}
+    if not options.total_only:
+        result["overhead_fused_ms"] = median_ms(lambda: bj.jacobian(tiny_f, x_tiny, method="exact", fuse=True), options.repeats)
     if not options.total_only:
         result["phases_ms"] = phases(params, x, options.repeats)
     print(f"bj.jacobian MLP {'-'.join(map(str, WIDTHS))} B={BATCH} float32: {total:.3f} ms median of {options.repeats}")
     print(f"  same products and passes by hand in NumPy: {numpy_ms:.3f} ms")
-    print(f"  overhead (the same program at widths 4, B = 2): {overhead:.3f} ms")
+    print(f"  overhead (the same program at widths 4, B = 2, structured chain): {overhead:.3f} ms")
+    if "overhead_fused_ms" in result:
+        print(f"  overhead of the fused path (same tiny program, fuse=True): {result['overhead_fused_ms']:.3f} ms")
     for name, ms in result.get("phases_ms", {}).items():
         print(f"  {name:34s} {ms:.3f} ms")
     if options.out:

@@ -43,6 +43,22 @@ def host_seconds(run):
     return time.perf_counter() - start
 
 
+def median_ms(run, repeats=5):
+    """Median wall time of ``run`` in milliseconds over ``repeats`` calls after one warm-up
+    (host clock: for CPU work, or GPU work that synchronises inside ``run``)."""
+    run()
+    return 1e3 * statistics.median(host_seconds(run) for _ in range(repeats))
+
+
+def save_result(out, name, result):
+    """Print ``result`` as JSON and write it to ``out/name`` (the folder is created)."""
+    text = json.dumps(result, indent=2, default=_jsonable)
+    print(text)
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(text + "\n")
+
+
 def median_seconds(runs, repeats, warmup=1, rounds=1, clock=host_seconds):
     """Median time of each callable of ``runs`` (name -> callable) by ``clock``.
 

@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
+from typing import Any
 
 import numba
 import numpy as np
 from batchjac.kernels.numba_launch import per_device, simulated
 from numba import cuda
+from numpy.typing import DTypeLike
 
 _FLOAT_LITERAL = re.compile(r"(?<![\w.])(\d+\.\d*(?:[eE][-+]?\d+)?)")
 
@@ -42,7 +45,7 @@ def _round_half_even(x):
     return r
 
 
-def _scalar_namespace(dtype) -> dict:
+def _scalar_namespace(dtype: DTypeLike) -> dict:
     """The names a scalar expression may use (``SCALAR_FUNCTIONS``), bound for ``dtype``."""
     where = cuda.jit(device=True, inline=True)(_select)
     if simulated():
@@ -78,7 +81,9 @@ def scalar_source(name: str, scalar: tuple, arguments: tuple, params: tuple) -> 
     return f"def {name}_value_and_derivatives({signature}):\n{body}"
 
 
-def _compile_scalar(dtype, name, scalar, arguments, params):
+def _compile_scalar(
+    dtype: DTypeLike, name: str, scalar: tuple[str, ...], arguments: tuple[str, ...], params: tuple[str, ...]
+) -> Any:
     namespace = _scalar_namespace(dtype)
     exec(scalar_source(name, scalar, arguments, params), namespace)
     # Not inline=True: numba's IR inliner cannot take the kernel's ``*params`` call; NVVM
@@ -86,7 +91,7 @@ def _compile_scalar(dtype, name, scalar, arguments, params):
     return cuda.jit(device=True)(namespace[f"{name}_value_and_derivatives"])
 
 
-def _unary_kernel(value_and_derivative):
+def _unary_kernel(value_and_derivative: Any) -> Any:
     def value_and_derivative_unary(x, y, dy, params):
         for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
             value, derivative = value_and_derivative(x[i], *params)
@@ -96,7 +101,7 @@ def _unary_kernel(value_and_derivative):
     return cuda.jit(value_and_derivative_unary)
 
 
-def _binary_kernel(value_and_derivatives):
+def _binary_kernel(value_and_derivatives: Any) -> Any:
     def value_and_derivatives_binary(u, v, y, du, dv):
         for i in range(cuda.grid(1), u.size, cuda.gridsize(1)):
             value, d_u, d_v = value_and_derivatives(u[i], v[i])
@@ -108,7 +113,7 @@ def _binary_kernel(value_and_derivatives):
 
 
 @per_device
-def rule_kernel(dtype, name: str, scalar: tuple, arity: int, params: tuple):
+def rule_kernel(dtype: DTypeLike, name: str, scalar: tuple, arity: int, params: tuple) -> Any:
     """The fused kernel of a built-in rule, for flat arrays of ``dtype``.
 
     Unary: ``kernel[grid](x, y, dy, params)`` with ``params`` the rule's parameters as a
@@ -121,7 +126,7 @@ def rule_kernel(dtype, name: str, scalar: tuple, arity: int, params: tuple):
 
 
 @per_device
-def user_kernel(dtype, f, df):
+def user_kernel(dtype: DTypeLike, f: Callable[..., Any], df: Callable[[float], float]) -> Any:
     """The fused unary kernel of a user rule from scalar Python functions ``f`` and ``df``.
 
     ``kernel[grid](x, y, dy, ())``; ``dtype`` keys the cache (numba types ``f`` and ``df``

@@ -16,6 +16,8 @@ grid-stride loop sized by :func:`batchjac.kernels.numba_launch.grid_1d`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numba
 import numpy as np
@@ -55,17 +57,17 @@ def scalar_namespace() -> dict:
     return {**names, **casts, "exp_f32": names["exp"], "tanh_f32": names["tanh"]}
 
 
-def body_jit(function):
+def body_jit(function: Callable[..., Any]) -> Any:
     """Compile a generated per-sample (or per-element) body as a device function."""
     return cuda.jit(device=True)(function)
 
 
-def kernel_jit(function):
+def kernel_jit(function: Callable[..., Any]) -> Any:
     """Compile a generated kernel (cached on disk beside its module, off the simulator)."""
     return cuda.jit(function) if simulated() else cuda.jit(cache=True)(function)
 
 
-def launch(kernel, count: int, args, stream=None) -> None:
+def launch(kernel: Any, count: int, args: Sequence[Any], stream: int | None = None) -> None:
     """Run ``kernel`` over ``count`` samples (or elements): a grid-stride loop over them.
 
     ``args`` are device arrays (numba's, CuPy's, anything with ``__cuda_array_interface__``)

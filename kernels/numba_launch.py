@@ -18,6 +18,8 @@ of the sample and outputs are thread-local arrays of ``n`` and ``m`` entries.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numba
 from numba import cuda
@@ -78,7 +80,10 @@ def grid_tiles(tiles_m: int, tiles_n: int, batch: int) -> tuple[int, int, int]:
     return max(1, min(tiles_n, cap)), max(1, min(tiles_m, cap)), max(1, min(batch, 65535))
 
 
-def per_device(factory):
+T = TypeVar("T")
+
+
+def per_device(factory: Callable[..., T]) -> Callable[..., T]:
     """Cache a kernel factory per (device id, dtype, name, ...) so each compiles once per device.
 
     Called as ``factory(*key)`` (key: a NumPy dtype, a rule name, ...); the cache adds the
@@ -87,7 +92,7 @@ def per_device(factory):
     cached = functools.cache(lambda device, *key: factory(*key))
 
     @functools.wraps(factory)
-    def get(*key):
+    def get(*key: Any) -> T:
         return cached(device_id(), *key)
 
     return get

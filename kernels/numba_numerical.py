@@ -22,19 +22,23 @@ actually taken, ``(x + h) - (x - h)``, which removes the representation error of
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numba
 import numpy as np
 from batchjac.kernels.numba_launch import per_device, unflatten_3d
 from numba import cuda
+from numpy.typing import DTypeLike
 
 
-def complex_type(dtype):
+def complex_type(dtype: DTypeLike) -> Any:
     """The narrowest complex numba type holding ``dtype``."""
     return numba.complex64 if np.dtype(dtype).itemsize <= 4 else numba.complex128
 
 
 @per_device
-def complex_step_columns_kernel(dtype, f, n: int, m: int):
+def complex_step_columns_kernel(dtype: DTypeLike, f: Callable[..., Any], n: int, m: int) -> Any:
     """``kernel[grid](x, step, jac)``: x ``(B, n)``, step a scalar, jac ``(B, m, n)``.
 
     ``jac[b, i, j] = Im f(x_b + i h e_j)_i / h``; ``f`` must be complex-safe.
@@ -64,7 +68,7 @@ def complex_step_columns_kernel(dtype, f, n: int, m: int):
 
 
 @per_device
-def central_columns_kernel(dtype, f, n: int, m: int):
+def central_columns_kernel(dtype: DTypeLike, f: Callable[..., Any], n: int, m: int) -> Any:
     """``kernel[grid](x, step, jac)``: x ``(B, n)``, step a scalar, jac ``(B, m, n)``.
 
     ``jac[b, i, j] = (f(x_b + h e_j)_i - f(x_b - h e_j)_i) / (2 h)``, with the steps taken.
@@ -99,7 +103,7 @@ def central_columns_kernel(dtype, f, n: int, m: int):
 
 
 @per_device
-def evaluate_complex_kernel(dtype, f, n: int, m: int):
+def evaluate_complex_kernel(dtype: DTypeLike, f: Callable[..., Any], n: int, m: int) -> Any:
     """``kernel[grid](points, out)``: points ``(N, n)`` real, out ``(N, m)`` real, with
     ``out[r] = Re f(points[r] + 0i)``: ``f`` as compiled for complex-step, evaluated on real
     points (the central differences that check a complex-step Jacobian). Unwritten outputs
@@ -123,7 +127,7 @@ def evaluate_complex_kernel(dtype, f, n: int, m: int):
 
 
 @per_device
-def perturb_complex_kernel(dtype):
+def perturb_complex_kernel(dtype: DTypeLike) -> Any:
     """``kernel[grid](x, columns, steps, stacked)``: stacked ``(k, B, n)`` complex, with
     ``stacked[c, b] = x[b] + i steps[b, c] e_columns[c]``; x ``(B, n)``, steps ``(B, k)``."""
     C = complex_type(dtype)
@@ -139,7 +143,7 @@ def perturb_complex_kernel(dtype):
 
 
 @per_device
-def perturb_central_kernel():
+def perturb_central_kernel() -> Any:
     """``kernel[grid](x, columns, steps, stacked)``: stacked ``(2, k, B, n)`` with
     ``stacked[0, c, b] = x[b] + steps[b, c] e_columns[c]`` and ``stacked[1, c, b]`` its minus."""
 
@@ -156,7 +160,7 @@ def perturb_central_kernel():
 
 
 @per_device
-def perturb_forward_kernel():
+def perturb_forward_kernel() -> Any:
     """``kernel[grid](x, columns, steps, stacked)``: stacked ``(k + 1, B, n)`` with
     ``stacked[0] = x`` and ``stacked[1 + c, b] = x[b] + steps[b, c] e_columns[c]``."""
 
@@ -178,7 +182,7 @@ def _column_index(t, m, k):
 
 
 @per_device
-def complex_step_quotient_kernel():
+def complex_step_quotient_kernel() -> Any:
     """``out[b, i, c] = Im y[c, b, i] / steps[b, c]``: ``kernel[grid](y, steps, out)``, out ``(B, m, k)``."""
 
     def complex_step_quotient(y, steps, out):
@@ -191,7 +195,7 @@ def complex_step_quotient_kernel():
 
 
 @per_device
-def central_quotient_kernel():
+def central_quotient_kernel() -> Any:
     """``out[b, i, c] = (y[0, c, b, i] - y[1, c, b, i]) / (2 steps[b, c])``:
     ``kernel[grid](y, steps, out)``."""
 
@@ -205,7 +209,7 @@ def central_quotient_kernel():
 
 
 @per_device
-def forward_quotient_kernel():
+def forward_quotient_kernel() -> Any:
     """``out[b, i, c] = (y[1 + c, b, i] - y[0, b, i]) / steps[b, c]``: ``kernel[grid](y, steps, out)``."""
 
     def forward_quotient(y, steps, out):

@@ -13,14 +13,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba
 from batchjac.kernels.numba_launch import gemm_tile, per_device
 from batchjac.kernels.numba_scaling import matrix_entry
 from numba import cuda
+from numpy.typing import DTypeLike
 
 
 @per_device
-def tiled_matmul_kernel(dtype, a_shared: bool, b_shared: bool):
+def tiled_matmul_kernel(dtype: DTypeLike, a_shared: bool, b_shared: bool) -> Any:
     """``kernel[grid_tiles, (tile, tile)](a, b, out)``; out ``(B, m, n)`` of ``dtype``.
 
     a: ``(B, m, k)`` or shared ``(m, k)``; b: ``(B, k, n)`` or shared ``(k, n)``. The grid is
@@ -59,7 +62,7 @@ def tiled_matmul_kernel(dtype, a_shared: bool, b_shared: bool):
 
 
 @per_device
-def matvec_kernel(dtype, shared: bool):
+def matvec_kernel(dtype: DTypeLike, shared: bool) -> Any:
     """``out[b, i] = sum_j a[(b,) i, j] v[b, j]``: ``kernel[grid](a, v, out)``, out ``(B, m)``."""
     T = numba.from_dtype(dtype)
     entry = matrix_entry(shared)
@@ -79,7 +82,7 @@ def matvec_kernel(dtype, shared: bool):
 
 
 @per_device
-def vecmat_kernel(dtype, shared: bool):
+def vecmat_kernel(dtype: DTypeLike, shared: bool) -> Any:
     """``out[b, j] = sum_i u[b, i] a[(b,) i, j]``: ``kernel[grid](u, a, out)``, out ``(B, n)``."""
     T = numba.from_dtype(dtype)
     entry = matrix_entry(shared)

@@ -10,6 +10,8 @@ layouts (strided views are read in place), so the cache is keyed per device and 
 
 from __future__ import annotations
 
+from typing import Any
+
 from batchjac.kernels.numba_launch import per_device, unflatten_3d
 from numba import cuda
 
@@ -24,13 +26,13 @@ def _shared_entry(a, b, i, j):
     return a[i, j]
 
 
-def matrix_entry(shared: bool):
+def matrix_entry(shared: bool) -> Any:
     """The device function ``entry(a, b, i, j)``: ``a[i, j]`` if shared, else ``a[b, i, j]``."""
     return _shared_entry if shared else _batched_entry
 
 
 @per_device
-def scale_rows_kernel(shared: bool):
+def scale_rows_kernel(shared: bool) -> Any:
     """``out[b, i, j] = d[b, i] * a[(b,) i, j]``: ``kernel[grid](d, a, out)``."""
     entry = matrix_entry(shared)
 
@@ -44,7 +46,7 @@ def scale_rows_kernel(shared: bool):
 
 
 @per_device
-def scale_cols_kernel(shared: bool):
+def scale_cols_kernel(shared: bool) -> Any:
     """``out[b, i, j] = a[(b,) i, j] * d[b, j]``: ``kernel[grid](a, d, out)``."""
     entry = matrix_entry(shared)
 
@@ -58,7 +60,7 @@ def scale_cols_kernel(shared: bool):
 
 
 @per_device
-def diag_to_dense_kernel():
+def diag_to_dense_kernel() -> Any:
     """``out[b, i, j] = d[b, i] if i == j else 0``, every entry written once: ``kernel[grid](d, out)``."""
 
     def diag_to_dense(d, out):
@@ -71,7 +73,7 @@ def diag_to_dense_kernel():
 
 
 @per_device
-def add_diagonal_kernel(shared: bool):
+def add_diagonal_kernel(shared: bool) -> Any:
     """``out[b, i, j] = a[(b,) i, j] + (d[b, i] if i == j)``: ``kernel[grid](a, d, out)``."""
     entry = matrix_entry(shared)
 

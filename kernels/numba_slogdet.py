@@ -16,17 +16,19 @@ banks). Larger matrices are the caller's to route elsewhere (cuSOLVER through Cu
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numba
 from batchjac.kernels.numba_launch import per_device
 from numba import cuda
+from numpy.typing import DTypeLike
 
 MAX_N = 32
 _ROW = MAX_N + 1  # a padded row: shared-array shapes must be constants, not expressions
 
 
 @per_device
-def lu_slogdet_kernel(dtype):
+def lu_slogdet_kernel(dtype: DTypeLike) -> Any:
     """``kernel[blocks_per_sample](a, sign, logabsdet)``: a ``(B, n, n)`` with ``n <= MAX_N``;
     sign and logabsdet ``(B,)`` of ``dtype``."""
     T = numba.from_dtype(dtype)

@@ -13,9 +13,12 @@ at compile time.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba
 from batchjac.kernels.numba_launch import per_device, unflatten_3d
 from numba import cuda
+from numpy.typing import DTypeLike
 
 
 @cuda.jit(device=True, inline=True)
@@ -28,13 +31,13 @@ def _shared_value(values, b, p):
     return values[p]
 
 
-def value_entry(shared: bool):
+def value_entry(shared: bool) -> Any:
     """The device function ``value(values, b, p)``: ``values[p]`` if shared, else ``values[b, p]``."""
     return _shared_value if shared else _per_sample_value
 
 
 @per_device
-def csr_matvec_kernel(dtype, shared: bool):
+def csr_matvec_kernel(dtype: DTypeLike, shared: bool) -> Any:
     """``kernel[grid](indptr, indices, values, x, out)``: x ``(B, k, n)``, out ``(B, k, m)`` of
     ``dtype``, accumulated in ``dtype``."""
     T = numba.from_dtype(dtype)

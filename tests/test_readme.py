@@ -1,4 +1,7 @@
-"""The README's Python examples run as written (they assert their own results)."""
+"""The README's Python examples run as written (they assert their own results).
+
+Blocks marked ```python run; blocks marked ```py are signatures and sketches, not run.
+"""
 
 import re
 from pathlib import Path

@@ -20,8 +20,10 @@ import os
 import statistics
 import tempfile
 import warnings
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +51,7 @@ def _version(package: str) -> str | None:
         return None
 
 
-def device_identity() -> dict:
+def device_identity() -> dict[str, Any]:
     """What a measurement depends on: the current GPU's name and compute capability, the
     driver and runtime versions, and the versions of CuPy, numba-cuda and batchjac."""
     import cupy
@@ -67,13 +69,13 @@ def device_identity() -> dict:
     }
 
 
-def cache_file(identity: dict) -> Path:
+def cache_file(identity: dict[str, Any]) -> Path:
     """The file of the measured table for ``identity`` (a hash of it names the file)."""
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     return cache_dir() / f"dispatch-{key}.json"
 
 
-def workload(prim: str, xp, dtype=np.float32) -> tuple:
+def workload(prim: str, xp: Any, dtype: Any = np.float32) -> tuple[Any, ...]:
     """The arguments of one representative call of primitive ``prim`` on namespace ``xp``.
 
     Batched ``(256, 256, 256)`` matrices and ``(256, 256)`` diagonals (``(256, 32, 32)``
@@ -83,11 +85,11 @@ def workload(prim: str, xp, dtype=np.float32) -> tuple:
     """
     rng = np.random.default_rng(0)
 
-    def draw(*shape):
+    def draw(*shape: int) -> Any:
         return xp.asarray(rng.standard_normal(shape).astype(dtype))
 
     B, n, k = BATCH, WIDTH, SMALL
-    cases = {
+    cases: dict[str, Callable[[], tuple[Any, ...]]] = {
         "elementwise": lambda: ("tanh", draw(B, n * n)),
         "scale_rows": lambda: (draw(B, n), draw(B, n, n)),
         "scale_cols": lambda: (draw(B, n, n), draw(B, n)),
@@ -113,7 +115,7 @@ def workload(prim: str, xp, dtype=np.float32) -> tuple:
     return cases[prim]()
 
 
-def _banded_csr(xp, size: int, draw) -> tuple:
+def _banded_csr(xp: Any, size: int, draw: Callable[..., Any]) -> tuple[Any, ...]:
     """A pentadiagonal CSR pattern of ``size`` rows, per-sample values and a batch of vectors."""
     rows = np.repeat(np.arange(size), 5)
     cols = np.clip(rows + np.tile(np.arange(-2, 3), size), 0, size - 1)
@@ -121,7 +123,9 @@ def _banded_csr(xp, size: int, draw) -> tuple:
     return (xp.asarray(indptr), xp.asarray(cols), draw(BATCH, 5 * size), draw(BATCH, size))
 
 
-def time_call(fn, args, warmup: int = WARMUP, repeat: int = REPEAT) -> float:
+def time_call(
+    fn: Callable[..., Any], args: Sequence[Any], warmup: int = WARMUP, repeat: int = REPEAT
+) -> float:
     """Median milliseconds of ``fn(*args)`` on the GPU, by CUDA events, after ``warmup`` calls."""
     import cupy
 
@@ -138,23 +142,24 @@ def time_call(fn, args, warmup: int = WARMUP, repeat: int = REPEAT) -> float:
     return statistics.median(times)
 
 
-def measure(prim: str, backends) -> dict[str, float]:
+def measure(prim: str, backends: Sequence[str]) -> dict[str, float]:
     """Median milliseconds of ``prim``'s representative call on each of ``backends``."""
     import cupy
 
     from batchjac.backends.dispatch import _implementation
 
     args = workload(prim, cupy)
-    return {name: time_call(_implementation(prim, name), args) for name in backends}
+    implementations = {name: _implementation(prim, name) for name in backends}
+    return {name: time_call(fn, args) for name, fn in implementations.items() if fn is not None}
 
 
-def decide(timings: dict[str, float], order) -> tuple[str, ...]:
+def decide(timings: dict[str, float], order: Sequence[str]) -> tuple[str, ...]:
     """``order`` sorted by measured time, fastest first; unmeasured backends keep their
     place after the measured ones, and ties keep the order given."""
     return tuple(sorted(order, key=lambda name: (timings.get(name, math.inf), order.index(name))))
 
 
-def _load(path: Path, identity: dict) -> dict:
+def _load(path: Path, identity: dict[str, Any]) -> dict[str, dict[str, float]]:
     """The readable timings of the cache file: ``{primitive: {backend: milliseconds}}``.
 
     Anything unreadable is left out, entry by entry, and so measured afresh: a file that
@@ -171,7 +176,7 @@ def _load(path: Path, identity: dict) -> dict:
     timings = stored.get("timings")
     if not isinstance(timings, dict):
         return {}
-    readable = {}
+    readable: dict[str, dict[str, float]] = {}
     for prim, per_backend in timings.items():
         if not isinstance(prim, str) or not isinstance(per_backend, dict):
             continue
@@ -183,12 +188,12 @@ def _load(path: Path, identity: dict) -> dict:
     return readable
 
 
-def _is_time(ms) -> bool:
+def _is_time(ms: object) -> bool:
     """A measured time: a finite positive number (not a bool, a string or a list)."""
     return isinstance(ms, (int, float)) and not isinstance(ms, bool) and math.isfinite(ms) and ms > 0
 
 
-def _save(path: Path, identity: dict, timings: dict) -> None:
+def _save(path: Path, identity: dict[str, Any], timings: dict[str, dict[str, float]]) -> None:
     """Write atomically (a concurrent reader sees the old table or the new, never half);
     a cache that cannot be written only costs a measurement next time."""
     try:

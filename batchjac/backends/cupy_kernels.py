@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import re
+from typing import Any
 
 import numpy as np
 
@@ -138,7 +139,7 @@ def elementwise_source(name: str) -> str:
 
 
 @functools.cache
-def elementwise_kernel(name: str):
+def elementwise_kernel(name: str) -> Any:
     """The ``cupy.ElementwiseKernel`` of rule ``name``.
 
     Inputs: the arguments, then the parameters, all of one dtype ``T``; outputs
@@ -164,7 +165,7 @@ def elementwise_kernel(name: str):
 # --------------------------------------------------------------------------------------
 
 
-def name_expression(kernel: str, dtype) -> str:
+def name_expression(kernel: str, dtype: Any) -> str:
     """The instantiation of a structured kernel for ``dtype``, e.g. ``"scale_rows<float>"``."""
     return f"{kernel}<{CTYPES[np.dtype(dtype)]}>"
 
@@ -175,7 +176,7 @@ def name_expressions() -> list[str]:
 
 
 @functools.cache
-def _structured_module(device_id: int):
+def _structured_module(device_id: int) -> Any:
     import cupy
 
     with cupy.cuda.Device(device_id):
@@ -183,14 +184,14 @@ def _structured_module(device_id: int):
 
 
 @functools.cache
-def _structured_function(device_id: int, kernel: str, dtype: np.dtype):
+def _structured_function(device_id: int, kernel: str, dtype: np.dtype[Any]) -> Any:
     import cupy
 
     with cupy.cuda.Device(device_id):
         return _structured_module(device_id).get_function(name_expression(kernel, dtype))
 
 
-def structured_kernel(kernel: str, dtype):
+def structured_kernel(kernel: str, dtype: Any) -> Any:
     """The ``cupy.RawKernel`` ``kernel<float|double>`` of ``structured.cu`` on the current
     device (module compiled once per device, functions cached per device and dtype)."""
     import cupy
@@ -203,4 +204,4 @@ def multiprocessors(device_id: int) -> int:
     """The number of streaming multiprocessors of device ``device_id`` (sizes the grids)."""
     import cupy
 
-    return cupy.cuda.Device(device_id).attributes["MultiProcessorCount"]
+    return int(cupy.cuda.Device(device_id).attributes["MultiProcessorCount"])

@@ -26,10 +26,12 @@ Data types other than float32 and float64 (float16) take that code too.
 from __future__ import annotations
 
 import numbers
+from typing import Any
 
 import numpy as np
 
 from batchjac.backends import cupy_kernels, xp_ops
+from batchjac.backends.interface import Array
 from batchjac.core.elementwise_rules import rule
 from batchjac.core.errors import BackendUnavailableError
 
@@ -37,19 +39,19 @@ _BLOCK = 256  # threads per block, a multiple of the warp size
 _BLOCKS_PER_MULTIPROCESSOR = 32  # grid-stride loops: enough blocks to fill the device
 
 
-def _cupy():
+def _cupy() -> Any:
     import cupy
 
     return cupy
 
 
-def _common_dtype(*arrays):
+def _common_dtype(*arrays: Array) -> np.dtype[Any] | None:
     """The floating dtype of the result, or None when the kernels have no instance for it."""
     dtype = np.result_type(*(a.dtype for a in arrays))
     return dtype if dtype in cupy_kernels.CTYPES else None
 
 
-def _strided(a, dtype, batched_ndim):
+def _strided(a: Array, dtype: np.dtype[Any], batched_ndim: int) -> tuple[Array, tuple[np.int64, ...]]:
     """``(a, strides)``: ``a`` in ``dtype`` and its strides in elements, batch first.
 
     ``a`` with ``batched_ndim - 1`` axes is shared by the batch: its batch stride is 0.
@@ -63,7 +65,7 @@ def _strided(a, dtype, batched_ndim):
     return a, strides
 
 
-def _launch(kernel, threads, args):
+def _launch(kernel: Any, threads: int, args: tuple[Any, ...]) -> None:
     """Run ``kernel`` with at least ``threads`` threads (grid-stride beyond a full device)."""
     if threads == 0:
         return
@@ -73,7 +75,7 @@ def _launch(kernel, threads, args):
     kernel((blocks,), (_BLOCK,), args)
 
 
-def _sizes(*sizes):
+def _sizes(*sizes: int) -> tuple[np.int64, ...]:
     return tuple(np.int64(s) for s in sizes)
 
 
@@ -82,7 +84,7 @@ def _sizes(*sizes):
 # --------------------------------------------------------------------------------------
 
 
-def elementwise(name, *args, **params):
+def elementwise(name: str, *args: Array, **params: Any) -> tuple[Array, ...]:
     """Value and derivative(s) of rule ``name`` in one kernel, of the broadcast shape of
     the arguments (Python numbers among them broadcast too).
 
@@ -115,7 +117,7 @@ def elementwise(name, *args, **params):
 # --------------------------------------------------------------------------------------
 
 
-def scale_rows(d, a):
+def scale_rows(d: Array, a: Array) -> Array:
     """``diag(d) @ a``: d ``(B, m)``; a ``(B, m, n)`` or shared ``(m, n)`` -> ``(B, m, n)``."""
     dtype = _common_dtype(d, a)
     if dtype is None:
@@ -129,7 +131,7 @@ def scale_rows(d, a):
     return out
 
 
-def scale_cols(a, d):
+def scale_cols(a: Array, d: Array) -> Array:
     """``a @ diag(d)``: a ``(B, m, n)`` or shared ``(m, n)``; d ``(B, n)`` -> ``(B, m, n)``."""
     dtype = _common_dtype(a, d)
     if dtype is None:
@@ -143,7 +145,7 @@ def scale_cols(a, d):
     return out
 
 
-def diag_to_dense(d):
+def diag_to_dense(d: Array) -> Array:
     """``(B, n) -> (B, n, n)`` with ``d`` on the diagonal, every entry written once."""
     dtype = _common_dtype(d)
     if dtype is None:
@@ -156,7 +158,7 @@ def diag_to_dense(d):
     return out
 
 
-def add_diagonal(a, d):
+def add_diagonal(a: Array, d: Array) -> Array:
     """``a + diag(d)`` as a new array in one pass: a ``(B, n, n)`` or shared ``(n, n)``;
     d ``(B, n)`` -> ``(B, n, n)``."""
     dtype = _common_dtype(a, d)
@@ -176,7 +178,7 @@ def add_diagonal(a, d):
 # --------------------------------------------------------------------------------------
 
 
-def matvec(a, v):
+def matvec(a: Array, v: Array) -> Array:
     """JVP: a ``(B, m, n)`` or shared ``(m, n)``; v ``(B, n)`` -> ``(B, m)``.
 
     A shared matrix is one GEMM ``v @ a.T`` for the whole batch; a batched one is a
@@ -194,7 +196,7 @@ def matvec(a, v):
     return out
 
 
-def vecmat(u, a):
+def vecmat(u: Array, a: Array) -> Array:
     """VJP: u ``(B, m)``; a ``(B, m, n)`` or shared ``(m, n)`` -> ``(B, n)``.
 
     A shared matrix is one GEMM ``u @ a`` for the whole batch; a batched one is a kernel

@@ -20,9 +20,13 @@ import contextvars
 import importlib
 import importlib.util
 import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from batchjac.backends.interface import PRIMITIVES
+import numpy as np
+
+from batchjac.backends.interface import PRIMITIVES, Array
 from batchjac.core.arrays import _INSTALL_GPU, CPU, GPU, common_device, cupy_problem
 from batchjac.core.errors import BackendUnavailableError, DeviceMismatchError
 
@@ -77,11 +81,11 @@ assert set(TABLE) == set(PRIMITIVES), "the dispatch table must cover the backend
 # --------------------------------------------------------------------------------------
 
 
-def _probe_numpy():
+def _probe_numpy() -> str | None:
     return None
 
 
-def _probe_numba():
+def _probe_numba() -> str | None:
     if importlib.util.find_spec("numba_cuda") is None:
         return f"numba-cuda is not installed ({_INSTALL_GPU}, or pip install numba-cuda)"
     from numba import config, cuda
@@ -99,7 +103,11 @@ def _probe_numba():
     )
 
 
-_PROBES = {"numpy": _probe_numpy, "cupy": cupy_problem, "numba": _probe_numba}
+_PROBES: dict[str, Callable[[], str | None]] = {
+    "numpy": _probe_numpy,
+    "cupy": cupy_problem,
+    "numba": _probe_numba,
+}
 _problems: dict[str, str | None] = {}  # probe results, cached for the process
 
 
@@ -121,7 +129,7 @@ def available_backends() -> list[str]:
     return [name for name in BACKENDS if backend_problem(name) is None]
 
 
-def check_known(name) -> None:
+def check_known(name: object) -> None:
     if name not in BACKENDS:
         raise ValueError(
             f"backend: unknown backend {name!r}; known: {', '.join(BACKENDS)}; "
@@ -129,7 +137,7 @@ def check_known(name) -> None:
         )
 
 
-def check_available(name) -> None:
+def check_available(name: str) -> None:
     problem = backend_problem(name)
     if problem is not None:
         raise BackendUnavailableError(
@@ -145,14 +153,30 @@ def check_available(name) -> None:
 class Backend:
     """A backend as the code above the interface sees it: ``ops.scale_rows(d, a)`` etc."""
 
-    def __init__(self, name: str, device: str, implementations: dict):
+    # The primitives (batchjac.backends.interface), bound per instance by __init__; a
+    # primitive the backend does not implement is refused by __getattr__.
+    elementwise: Callable[..., tuple[Array, ...]]
+    scale_rows: Callable[[Array, Array], Array]
+    scale_cols: Callable[[Array, Array], Array]
+    batched_matmul: Callable[[Array, Array], Array]
+    shared_matmul: Callable[[Array, Array], Array]
+    matmul_shared: Callable[[Array, Array], Array]
+    diag_to_dense: Callable[[Array], Array]
+    add_diagonal: Callable[[Array, Array], Array]
+    matvec: Callable[[Array, Array], Array]
+    vecmat: Callable[[Array, Array], Array]
+    csr_matvec: Callable[[Array, Array, Array, Array], Array]
+    slogdet: Callable[[Array], tuple[Array, Array]]
+    difference_columns: Callable[[Callable[[Array], Array], Array, Sequence[int], Array, str], Array]
+
+    def __init__(self, name: str, device: str, implementations: dict[str, tuple[str, Callable[..., Any]]]):
         self.name = name
         self.device = device
         self.implementations = implementations  # primitive -> (backend name, function)
         for prim, (_, fn) in implementations.items():
             setattr(self, prim, fn)
 
-    def __getattr__(self, prim):
+    def __getattr__(self, prim: str) -> Any:
         if prim in TABLE:
             serving = [b for b, mod in TABLE[prim].items() if mod is not None and backend_problem(b) is None]
             raise BackendUnavailableError(
@@ -161,11 +185,11 @@ class Backend:
             )
         raise AttributeError(prim)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<batchjac backend {self.name!r} ({self.device})>"
 
 
-def _implementation(prim: str, backend: str):
+def _implementation(prim: str, backend: str) -> Callable[..., Any] | None:
     module = TABLE[prim][backend]
     if module is None:
         return None
@@ -184,7 +208,7 @@ def get_backend(name: str) -> Backend:
         else:
             check_known(name)
             check_available(name)
-            impls = {}
+            impls: dict[str, tuple[str, Callable[..., Any]]] = {}
             for prim in TABLE:
                 fn = _implementation(prim, name)
                 if fn is not None:
@@ -207,11 +231,12 @@ def gpu_preference() -> dict[str, tuple[str, ...]]:
 
 
 def _default_gpu_backend() -> Backend:
-    impls = {}
+    impls: dict[str, tuple[str, Callable[..., Any]]] = {}
     for prim, order in gpu_preference().items():
         for name in order:
-            if backend_problem(name) is None and TABLE[prim][name] is not None:
-                impls[prim] = (name, _implementation(prim, name))
+            implementation = _implementation(prim, name) if backend_problem(name) is None else None
+            if implementation is not None:
+                impls[prim] = (name, implementation)
                 break
     if not impls:
         raise BackendUnavailableError(
@@ -222,16 +247,16 @@ def _default_gpu_backend() -> Backend:
     return Backend("gpu", GPU, impls)
 
 
-def _user_rules_on_numba(elementwise):
+def _user_rules_on_numba(elementwise: Callable[..., Any]) -> Callable[..., Any]:
     """``elementwise`` of the preferred GPU backend, except for rules registered by
     ``bj.register_elementwise``: their scalar Python functions compile with numba only, so the
     default GPU dispatch sends them to the numba backend (as it would any primitive another
     backend does not implement)."""
     from batchjac.core.elementwise_rules import rule
 
-    def dispatch(name, *args, **params):
+    def dispatch(name: str, *args: Any, **params: Any) -> Any:
         if rule(name).functions is not None:
-            return _implementation("elementwise", "numba")(name, *args, **params)
+            return get_backend("numba").elementwise(name, *args, **params)
         return elementwise(name, *args, **params)
 
     return dispatch
@@ -246,7 +271,7 @@ _context: contextvars.ContextVar[str | None] = contextvars.ContextVar("batchjac_
 
 
 @contextlib.contextmanager
-def use_backend(name: str):
+def use_backend(name: str) -> Iterator[Backend]:
     """Run the enclosed calls on backend ``name`` unless a call names its own.
 
     >>> import numpy as np, batchjac as bj
@@ -274,13 +299,15 @@ def requested_backend(backend: str | None = None) -> str | None:
     return os.environ.get(ENV_VAR) or None
 
 
-def select_backend(*arrays, backend: str | None = None, names=None) -> Backend:
+def select_backend(*arrays: Any, backend: str | None = None, names: Sequence[str] | None = None) -> Backend:
     """The backend serving a call on ``arrays``, by the rules in this module's docstring.
 
     ``names`` labels the arrays in error messages (``"x"``, ``"factor 2"``).
     """
-    device = common_device(*arrays, names=names)
     name = requested_backend(backend)
+    if name is None and all(type(a) is np.ndarray for a in arrays):
+        return _backends.get("numpy") or get_backend("numpy")  # the common case, without the checks
+    device = common_device(*arrays, names=names)
     if name is None:
         if device == CPU:
             return get_backend("numpy")

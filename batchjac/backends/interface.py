@@ -20,7 +20,7 @@ class BackendPrimitives(Protocol):
     name: str  # "numpy" | "cupy" | "numba"
     device: str  # "cpu" | "gpu"
 
-    def elementwise(self, name: str, *args: Array, **params) -> tuple[Array, ...]:
+    def elementwise(self, name: str, *args: Array, **params: Any) -> tuple[Array, ...]:
         """Value and derivative(s) of the element-wise rule ``name`` in one pass.
 
         Unary: ``x -> (y, dy/dx)``; binary: ``(u, v) -> (y, dy/du, dy/dv)``; all of the
@@ -86,5 +86,7 @@ class BackendPrimitives(Protocol):
 
 
 PRIMITIVES: tuple[str, ...] = tuple(
-    name for name in BackendPrimitives.__dict__ if not name.startswith("_") and callable(BackendPrimitives.__dict__[name])
+    name
+    for name in BackendPrimitives.__dict__
+    if not name.startswith("_") and callable(BackendPrimitives.__dict__[name])
 )

@@ -15,11 +15,15 @@ cuSOLVER (through CuPy) above; without CuPy, larger ``n`` is a ValueError.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import numpy as np
 from numba import cuda
 
 from batchjac.backends import xp_ops
 from batchjac.backends.dispatch import backend_problem
+from batchjac.backends.interface import Array
 from batchjac.core.arrays import cupy_module
 from batchjac.core.elementwise_rules import rule
 from batchjac.kernels import (
@@ -33,12 +37,12 @@ from batchjac.kernels import (
 from batchjac.kernels.numba_launch import blocks_per_sample, gemm_tile, grid_1d, grid_tiles, simulated
 
 
-def cupy_or_none():
+def cupy_or_none() -> Any:
     """The cupy module when CuPy can run here (a driver and a device), else None."""
     return cupy_module() if backend_problem("cupy") is None else None
 
 
-def device_view(a, name: str = "x"):
+def device_view(a: Array, name: str = "x") -> Any:
     """``a`` as a numba device array sharing its memory (no copy)."""
     if simulated():
         # The simulator's device arrays wrap NumPy arrays; a NumPy input is moved explicitly.
@@ -51,7 +55,7 @@ def device_view(a, name: str = "x"):
     )
 
 
-def empty(shape, dtype):
+def empty(shape: tuple[int, ...], dtype: Any) -> Array:
     """A new uninitialised GPU array: CuPy's when usable (its memory pool), else numba's."""
     cp = cupy_or_none()
     if cp is not None:
@@ -59,7 +63,7 @@ def empty(shape, dtype):
     return cuda.device_array(shape, dtype=dtype)
 
 
-def _flat(a, name):
+def _flat(a: Array, name: str) -> Any:
     """``a`` as a 1-D numba view; element-wise kernels need C order to index flat."""
     view = device_view(a, name)
     if not view.is_c_contiguous():
@@ -71,19 +75,19 @@ def _flat(a, name):
 
 
 # The simulator's shapes take no negative indices.
-def _rows(a):
+def _rows(a: Array) -> int:
     return a.shape[a.ndim - 2]
 
 
-def _cols(a):
+def _cols(a: Array) -> int:
     return a.shape[a.ndim - 1]
 
 
-def _result_dtype(*arrays):
+def _result_dtype(*arrays: Array) -> np.dtype[Any]:
     return np.result_type(*(a.dtype for a in arrays))
 
 
-def _launch_1d(kernel, size, *args):
+def _launch_1d(kernel: Any, size: int, *args: Any) -> None:
     blocks, threads = grid_1d(size)
     kernel[blocks, threads](*args)
 
@@ -93,7 +97,7 @@ def _launch_1d(kernel, size, *args):
 # --------------------------------------------------------------------------------------
 
 
-def elementwise(name, *args, **params):
+def elementwise(name: str, *args: Array, **params: Any) -> tuple[Array, ...]:
     found = rule(name)
     if len(args) != found.arity:
         raise TypeError(f"elementwise {name!r}: expected {found.arity} array(s), got {len(args)}")
@@ -116,7 +120,9 @@ def elementwise(name, *args, **params):
     return tuple(outputs)
 
 
-def user_elementwise(f, df, x):
+def user_elementwise(
+    f: Callable[[float], float], df: Callable[[float], float], x: Array
+) -> tuple[Array, Array]:
     """``(f(x), df(x))`` of scalar Python functions over a GPU array, by one fused kernel."""
     dtype = np.dtype(x.dtype)
     kernel = numba_elementwise.user_kernel(dtype, f, df)
@@ -132,7 +138,7 @@ def user_elementwise(f, df, x):
 # --------------------------------------------------------------------------------------
 
 
-def scale_rows(d, a):
+def scale_rows(d: Array, a: Array) -> Array:
     batch, m = d.shape
     out = empty((batch, m, _cols(a)), _result_dtype(d, a))
     kernel = numba_scaling.scale_rows_kernel(a.ndim == 2)
@@ -140,7 +146,7 @@ def scale_rows(d, a):
     return out
 
 
-def scale_cols(a, d):
+def scale_cols(a: Array, d: Array) -> Array:
     batch, n = d.shape
     out = empty((batch, _rows(a), n), _result_dtype(a, d))
     kernel = numba_scaling.scale_cols_kernel(a.ndim == 2)
@@ -148,14 +154,14 @@ def scale_cols(a, d):
     return out
 
 
-def diag_to_dense(d):
+def diag_to_dense(d: Array) -> Array:
     batch, n = d.shape
     out = empty((batch, n, n), d.dtype)
     _launch_1d(numba_scaling.diag_to_dense_kernel(), out.size, device_view(d, "d"), device_view(out))
     return out
 
 
-def add_diagonal(a, d):
+def add_diagonal(a: Array, d: Array) -> Array:
     batch, n = d.shape
     out = empty((batch, n, n), _result_dtype(a, d))
     kernel = numba_scaling.add_diagonal_kernel(a.ndim == 2)
@@ -168,7 +174,7 @@ def add_diagonal(a, d):
 # --------------------------------------------------------------------------------------
 
 
-def _tiled_matmul(a, b, batch):
+def _tiled_matmul(a: Array, b: Array, batch: int) -> Array:
     m, n = _rows(a), _cols(b)
     dtype = _result_dtype(a, b)
     out = empty((batch, m, n), dtype)
@@ -179,28 +185,28 @@ def _tiled_matmul(a, b, batch):
     return out
 
 
-def batched_matmul(a, b):
+def batched_matmul(a: Array, b: Array) -> Array:
     cp = cupy_or_none()
     if cp is not None:
         return cp.matmul(cp.asarray(a), cp.asarray(b))
     return _tiled_matmul(a, b, a.shape[0])
 
 
-def shared_matmul(A, b):
+def shared_matmul(A: Array, b: Array) -> Array:
     cp = cupy_or_none()
     if cp is not None:
         return xp_ops.shared_matmul(cp.asarray(A), cp.asarray(b))  # one flattened cuBLAS GEMM
     return _tiled_matmul(A, b, b.shape[0])
 
 
-def matmul_shared(a, A):
+def matmul_shared(a: Array, A: Array) -> Array:
     cp = cupy_or_none()
     if cp is not None:
         return xp_ops.matmul_shared(cp.asarray(a), cp.asarray(A))
     return _tiled_matmul(a, A, a.shape[0])
 
 
-def matvec(a, v):
+def matvec(a: Array, v: Array) -> Array:
     batch = v.shape[0]
     dtype = _result_dtype(a, v)
     out = empty((batch, _rows(a)), dtype)
@@ -209,7 +215,7 @@ def matvec(a, v):
     return out
 
 
-def vecmat(u, a):
+def vecmat(u: Array, a: Array) -> Array:
     batch = u.shape[0]
     dtype = _result_dtype(u, a)
     out = empty((batch, _cols(a)), dtype)
@@ -218,7 +224,7 @@ def vecmat(u, a):
     return out
 
 
-def csr_matvec(indptr, indices, values, x):
+def csr_matvec(indptr: Array, indices: Array, values: Array, x: Array) -> Array:
     batch, n = x.shape[0], x.shape[x.ndim - 1]
     columns = 1 if x.ndim == 2 else x.shape[1]
     m = indptr.shape[0] - 1
@@ -245,7 +251,7 @@ def csr_matvec(indptr, indices, values, x):
 # --------------------------------------------------------------------------------------
 
 
-def slogdet(a):
+def slogdet(a: Array) -> tuple[Array, Array]:
     batch, n, _ = a.shape
     if n > numba_slogdet.MAX_N:
         cp = cupy_or_none()
@@ -269,23 +275,25 @@ def slogdet(a):
 # Numerical columns of a batched black box
 # --------------------------------------------------------------------------------------
 
-_PERTURB = {
+_PERTURB: dict[str, Callable[[np.dtype[Any]], Any]] = {
     "complex-step": lambda dtype: numba_numerical.perturb_complex_kernel(dtype),
     "central": lambda dtype: numba_numerical.perturb_central_kernel(),
     "forward": lambda dtype: numba_numerical.perturb_forward_kernel(),
 }
-_QUOTIENT = {
+_QUOTIENT: dict[str, Callable[[], Any]] = {
     "complex-step": numba_numerical.complex_step_quotient_kernel,
     "central": numba_numerical.central_quotient_kernel,
     "forward": numba_numerical.forward_quotient_kernel,
 }
 
 
-def _stack_shape(method, k, batch, n):
+def _stack_shape(method: str, k: int, batch: int, n: int) -> tuple[int, ...]:
     return {"complex-step": (k, batch, n), "central": (2, k, batch, n), "forward": (k + 1, batch, n)}[method]
 
 
-def difference_columns(f, x, columns, steps, method):
+def difference_columns(
+    f: Callable[[Array], Array], x: Array, columns: Sequence[int], steps: Array, method: str
+) -> Array:
     if method not in _PERTURB:
         raise ValueError(f"method: expected 'complex-step', 'central' or 'forward', got {method!r}")
     dtype = np.dtype(x.dtype)

@@ -8,43 +8,47 @@ of its own in :mod:`batchjac.backends.cupy_ops`). Shapes follow
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import numpy as np
 
+from batchjac.backends.interface import Array
 from batchjac.core.arrays import namespace
 from batchjac.core.elementwise_rules import rule
 
 
-def elementwise(name, *args, **params):
+def elementwise(name: str, *args: Array, **params: Any) -> tuple[Array, ...]:
     found = rule(name)
     if len(args) != found.arity:
         raise TypeError(f"elementwise {name!r}: expected {found.arity} array(s), got {len(args)}")
     return found.value_and_derivatives(namespace(*args), *args, **params)
 
 
-def scale_rows(d, a):
+def scale_rows(d: Array, a: Array) -> Array:
     return d[:, :, None] * a
 
 
-def scale_cols(a, d):
+def scale_cols(a: Array, d: Array) -> Array:
     return a * d[:, None, :]
 
 
-def batched_matmul(a, b):
+def batched_matmul(a: Array, b: Array) -> Array:
     return namespace(a, b).matmul(a, b)
 
 
-def shared_matmul(A, b):
+def shared_matmul(A: Array, b: Array) -> Array:
     batch, k, n = b.shape
     flat = b.transpose(1, 0, 2).reshape(k, batch * n)  # (k, B*n): one GEMM for the batch
     return (A @ flat).reshape(A.shape[0], batch, n).transpose(1, 0, 2)
 
 
-def matmul_shared(a, A):
+def matmul_shared(a: Array, A: Array) -> Array:
     batch, m, k = a.shape
     return (a.reshape(batch * m, k) @ A).reshape(batch, m, A.shape[1])
 
 
-def diag_to_dense(d):
+def diag_to_dense(d: Array) -> Array:
     xp = namespace(d)
     batch, n = d.shape
     out = xp.zeros((batch, n, n), dtype=d.dtype)
@@ -52,7 +56,7 @@ def diag_to_dense(d):
     return out
 
 
-def add_diagonal(a, d):
+def add_diagonal(a: Array, d: Array) -> Array:
     xp = namespace(a, d)
     batch, n = d.shape
     out = xp.empty((batch, n, n), dtype=xp.result_type(a.dtype, d.dtype))
@@ -61,19 +65,19 @@ def add_diagonal(a, d):
     return out
 
 
-def matvec(a, v):
+def matvec(a: Array, v: Array) -> Array:
     if a.ndim == 2:
         return v @ a.T
     return namespace(a, v).matmul(a, v[:, :, None])[:, :, 0]
 
 
-def vecmat(u, a):
+def vecmat(u: Array, a: Array) -> Array:
     if a.ndim == 2:
         return u @ a
     return namespace(a, u).matmul(u[:, None, :], a)[:, 0, :]
 
 
-def csr_matvec(indptr, indices, values, x):
+def csr_matvec(indptr: Array, indices: Array, values: Array, x: Array) -> Array:
     xp = namespace(indptr, indices, values, x)
     m, nnz = indptr.shape[0] - 1, indices.shape[0]
     if values.ndim == 2:  # per-sample values broadcast over the middle axes of x
@@ -104,12 +108,14 @@ def csr_matvec(indptr, indices, values, x):
     return out
 
 
-def slogdet(a):
+def slogdet(a: Array) -> tuple[Array, Array]:
     sign, logabsdet = namespace(a).linalg.slogdet(a)
     return sign, logabsdet
 
 
-def difference_columns(f, x, columns, steps, method):
+def difference_columns(
+    f: Callable[[Array], Array], x: Array, columns: Sequence[int], steps: Array, method: str
+) -> Array:
     xp = namespace(x)
     batch, n = x.shape
     k = len(columns)

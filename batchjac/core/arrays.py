@@ -12,9 +12,11 @@ import functools
 import importlib
 import importlib.util
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from batchjac.core.errors import BackendUnavailableError, DeviceMismatchError, TraceError
 
@@ -32,7 +34,7 @@ _DLPACK_CUDA_MANAGED = 13
 _INSTALL_GPU = "pip install 'batchjac[cuda12]' (or 'batchjac[cuda13]' for CUDA 13)"
 
 
-def cupy_module():
+def cupy_module() -> Any:
     """The cupy module if it imports, else None (no device needed). The one place that
     imports CuPy."""
     if "cupy" in sys.modules:
@@ -66,12 +68,12 @@ def cupy_problem() -> str | None:
     return None
 
 
-def is_gpu_array(a) -> bool:
+def is_gpu_array(a: Any) -> bool:
     """True for CuPy arrays and anything else that exposes ``__cuda_array_interface__``."""
     return hasattr(a, "__cuda_array_interface__")
 
 
-def device_of(a) -> str:
+def device_of(a: Any) -> str:
     """``"cpu"`` or ``"gpu"``: the device an array (or array-like) lives on."""
     if isinstance(a, np.ndarray) or np.isscalar(a):
         return CPU
@@ -84,7 +86,7 @@ def device_of(a) -> str:
     return CPU
 
 
-def namespace(*arrays):
+def namespace(*arrays: Any) -> Any:
     """The array namespace (``numpy`` or ``cupy``) serving these arrays.
 
     Raises :class:`DeviceMismatchError` if they live on different devices.
@@ -95,12 +97,12 @@ def namespace(*arrays):
     return np
 
 
-def common_device(*arrays, names=None) -> str:
+def common_device(*arrays: Any, names: Sequence[str] | None = None) -> str:
     """The one device of all ``arrays`` (None entries and Python scalars are ignored).
 
     ``names`` labels the arrays in the error raised for mixed devices.
     """
-    seen = {}
+    seen: dict[str, str] = {}
     for i, a in enumerate(arrays):
         if a is None or isinstance(a, (int, float, complex, np.generic)):
             continue
@@ -130,7 +132,7 @@ def framework_of(a: Any) -> str | None:
     return _FRAMEWORK_MODULES.get(type(a).__module__.split(".")[0])
 
 
-def _refuse_subclass(a, name: str) -> None:
+def _refuse_subclass(a: Any, name: str) -> None:
     """NumPy subclasses whose semantics batchjac cannot keep are refused, saying what to do.
 
     ``np.matrix`` makes ``*`` a matrix product and keeps every result 2-D, so ``f`` would
@@ -196,7 +198,7 @@ def as_array(a: Any, name: str = "x") -> Any:
         raise TypeError(f"{name}: expected an array, got {type(a).__name__}") from err
 
 
-def float_dtype(dtype, name: str = "x"):
+def float_dtype(dtype: DTypeLike, name: str = "x") -> np.dtype[Any]:
     """The floating dtype an array of ``dtype`` is computed in.
 
     Real floating types are kept; integers are promoted to float64; anything else
@@ -217,9 +219,10 @@ def as_float_array(a: Any, name: str = "x") -> Any:
     return a if a.dtype == dtype else a.astype(dtype)
 
 
-def common_batch(arrays, names) -> int:
+def common_batch(arrays: Sequence[Any], names: Sequence[str]) -> int:
     """The batch size ``B`` shared by ``arrays`` (axis 0 of each); errors name the arrays."""
-    batch = first = None
+    batch: int | None = None
+    first: str | None = None
     for a, name in zip(arrays, names):
         if a.ndim == 0:
             raise ValueError(f"{name}: expected a batch (B, ...), got a 0-d array")
@@ -227,15 +230,17 @@ def common_batch(arrays, names) -> int:
             batch, first = a.shape[0], name
         elif a.shape[0] != batch:
             raise ValueError(f"{name}: batch size {a.shape[0]} differs from {first}'s {batch}")
-    return batch
+    if batch is None:
+        raise ValueError("common_batch: expected at least one batched array, got none")
+    return int(batch)
 
 
-def flatten_samples(a):
+def flatten_samples(a: Any) -> Any:
     """``(B, ...) -> (B, size)`` with ``size`` the per-sample size; also for ``B = 0``."""
     return a.reshape(a.shape[0], int(np.prod(a.shape[1:], dtype=np.int64)))
 
 
-def to_device(x, device: str):
+def to_device(x: Any, device: str) -> Any:
     """Copy ``x`` to ``device`` (``"cpu"`` or ``"gpu"``); the explicit way to move data.
 
     Returns a NumPy array for ``"cpu"`` and a CuPy array for ``"gpu"``. An array already

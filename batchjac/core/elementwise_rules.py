@@ -37,8 +37,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 # The functions a scalar form may use, with their C99 meaning (fmax/fmin return the non-NaN
 # operand, so rules that must propagate NaN use where); numbers are written as floats.
@@ -69,12 +70,12 @@ class ElementwiseRule:
 
     name: str
     arity: int
-    scalar: tuple | None
-    params: dict = field(default_factory=dict)  # parameter name -> default value
+    scalar: tuple[str, ...] | None
+    params: dict[str, float] = field(default_factory=dict)  # parameter name -> default value
     doc: str = ""
     user: bool = False
-    functions: tuple | None = None
-    array: Callable | None = None
+    functions: tuple[Callable[[float], float], Callable[[float], float]] | None = None
+    array: Callable[..., Iterator[Any]] | None = None
     zero_derivative: bool = False
 
     @property
@@ -82,7 +83,7 @@ class ElementwiseRule:
         """The scalar form's argument names: ``("x",)`` or ``("u", "v")``."""
         return ("x",) if self.arity == 1 else ("u", "v")
 
-    def generate(self, xp, *args, **params):
+    def generate(self, xp: Any, *args: Any, **params: Any) -> Generator[Any, None, None]:
         """Yield the value, then the derivative with respect to each argument, each of the
         broadcast shape and the floating dtype of the arguments."""
         if self.array is not None:
@@ -97,19 +98,19 @@ class ElementwiseRule:
         for d in partials:
             yield _like(xp, d, y)
 
-    def value(self, xp, *args, **params):
+    def value(self, xp: Any, *args: Any, **params: Any) -> Any:
         steps = self.generate(xp, *args, **params)
         try:
             return next(steps)
         finally:
             steps.close()
 
-    def value_and_derivatives(self, xp, *args, **params):
+    def value_and_derivatives(self, xp: Any, *args: Any, **params: Any) -> tuple[Any, ...]:
         """``(y, dy/darg_1, ...)``, all of the broadcast shape of the arguments."""
         return tuple(self.generate(xp, *args, **params))
 
 
-def _like(xp, d, y):
+def _like(xp: Any, d: Any, y: Any) -> Any:
     """A derivative as an array of ``y``'s shape and dtype (constants are filled)."""
     if getattr(d, "shape", None) == y.shape and d.dtype == y.dtype:
         return d
@@ -118,10 +119,10 @@ def _like(xp, d, y):
     return out
 
 
-_COMPILED: dict = {}
+_COMPILED: dict[tuple[str, tuple[str, ...] | None, str], tuple[Callable[..., Any], Callable[..., Any]]] = {}
 
 
-def _array_functions(found: ElementwiseRule, xp) -> tuple[Callable, Callable]:
+def _array_functions(found: ElementwiseRule, xp: Any) -> tuple[Callable[..., Any], Callable[..., Any]]:
     """``(value(*args, **params), derivatives(*args, y, **params))`` for namespace ``xp``,
     compiled once per rule and namespace from the scalar form."""
     key = (found.name, found.scalar, xp.__name__)
@@ -130,10 +131,16 @@ def _array_functions(found: ElementwiseRule, xp) -> tuple[Callable, Callable]:
     return _COMPILED[key]
 
 
-def _compile_array_functions(found: ElementwiseRule, xp) -> tuple[Callable, Callable]:
-    namespace: dict[str, Any] = {name: getattr(xp, _ARRAY_NAMES.get(name, name), None) for name in SCALAR_FUNCTIONS}
+def _compile_array_functions(
+    found: ElementwiseRule, xp: Any
+) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    namespace: dict[str, Any] = {
+        name: getattr(xp, _ARRAY_NAMES.get(name, name), None) for name in SCALAR_FUNCTIONS
+    }
     namespace["erf"] = functools.partial(_erf, xp)
     namespace["where"] = xp.where
+    if found.scalar is None:  # a user rule: its array form serves it (generate never comes here)
+        raise TypeError(f"element-wise rule {found.name!r} has no scalar form to compile")
     arguments = ", ".join((*found.arguments, *found.params))
     value_expr, *derivative_exprs = found.scalar
     value = eval(f"lambda {arguments}: {value_expr}", namespace)  # noqa: S307 - our own strings
@@ -143,7 +150,7 @@ def _compile_array_functions(found: ElementwiseRule, xp) -> tuple[Callable, Call
     )
     dtype_of = _result_dtype_function(xp)
 
-    def typed_value(*args, **params):
+    def typed_value(*args: Any, **params: Any) -> Any:
         y = value(*args, **params)
         dtype = dtype_of(*args)
         return y.astype(dtype, copy=False) if hasattr(y, "astype") else xp.asarray(y, dtype=dtype)
@@ -151,15 +158,15 @@ def _compile_array_functions(found: ElementwiseRule, xp) -> tuple[Callable, Call
     return typed_value, derivatives
 
 
-def _result_dtype_function(xp):
-    def dtype_of(*args):
+def _result_dtype_function(xp: Any) -> Callable[..., Any]:
+    def dtype_of(*args: Any) -> Any:
         dtypes = [a.dtype for a in args if hasattr(a, "dtype")]
         return xp.result_type(*dtypes) if dtypes else xp.float64
 
     return dtype_of
 
 
-def quiet(xp):
+def quiet(xp: Any) -> contextlib.AbstractContextManager[Any]:
     """Silence NumPy's floating-point warnings where inf/NaN is the documented result."""
     if xp.__name__ == "numpy":
         import numpy as np
@@ -168,7 +175,7 @@ def quiet(xp):
     return contextlib.nullcontext()
 
 
-def _erf(xp, x):
+def _erf(xp: Any, x: Any) -> Any:
     if xp.__name__ == "numpy":
         return _numpy_erf()(x)
     import cupyx.scipy.special as special  # CuPy keeps erf in cupyx
@@ -177,12 +184,12 @@ def _erf(xp, x):
 
 
 @functools.cache
-def _numpy_erf():
+def _numpy_erf() -> Any:
     """math.erf as a NumPy ufunc (NumPy has none), compiled by numba on first use."""
     import numba
 
     @numba.vectorize(["float32(float32)", "float64(float64)"], cache=True)
-    def erf(x):
+    def erf(x: float) -> float:
         return math.erf(x)
 
     return erf
@@ -192,7 +199,16 @@ UNARY: dict[str, ElementwiseRule] = {}
 BINARY: dict[str, ElementwiseRule] = {}
 
 
-def _rule(table, arity, name, doc, scalar, array=None, zero_derivative=False, **params):
+def _rule(
+    table: dict[str, ElementwiseRule],
+    arity: int,
+    name: str,
+    doc: str,
+    scalar: tuple[str, ...],
+    array: Callable[..., Iterator[Any]] | None = None,
+    zero_derivative: bool = False,
+    **params: float,
+) -> None:
     table[name] = ElementwiseRule(
         name, arity, tuple(scalar), dict(params), doc, array=array, zero_derivative=zero_derivative
     )
@@ -277,7 +293,7 @@ _rule(
 )  # fmt: skip
 
 
-def _sigmoid_array(xp, x):
+def _sigmoid_array(xp: Any, x: Any) -> Iterator[Any]:
     # exp of a non-positive number only: no overflow for large |x|; s(1-s) without the
     # cancellation of 1 - s for large x.
     e = xp.exp(-xp.abs(x))
@@ -294,7 +310,7 @@ _rule(
 _SMALL_POWER = 8
 
 
-def _power_array(xp, x, p=2.0):
+def _power_array(xp: Any, x: Any, p: float = 2.0) -> Iterator[Any]:
     if p == 0:
         yield xp.ones_like(x)
         yield xp.where(x != x, x, 0).astype(x.dtype, copy=False)
@@ -346,7 +362,11 @@ for _name, _doc, _scalar in [
             "where(u < v, 0.0, where(u >= v, 1.0, u + v))",
         ),
     ),
-    ("arctan2", "arctan2(u, v); v/(u^2+v^2); -u/(u^2+v^2)", ("atan2(u, v)", "v / (u * u + v * v)", "-u / (u * u + v * v)")),
+    (
+        "arctan2",
+        "arctan2(u, v); v/(u^2+v^2); -u/(u^2+v^2)",
+        ("atan2(u, v)", "v / (u * u + v * v)", "-u / (u * u + v * v)"),
+    ),
     ("hypot", "sqrt(u^2+v^2); u/y; v/y", ("hypot(u, v)", "u / y", "v / y")),
     (
         "logaddexp",
@@ -361,7 +381,7 @@ for _name, _doc, _scalar in [
     _rule(BINARY, 2, _name, _doc, _scalar)
 
 
-def _pow_array(xp, u, v):
+def _pow_array(xp: Any, u: Any, v: Any) -> Iterator[Any]:
     with quiet(xp):
         y = u**v
     yield y

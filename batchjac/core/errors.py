@@ -26,3 +26,8 @@ class NotComplexSafeError(ValueError):
 class NumericalFallbackWarning(UserWarning):
     """``method="auto"`` could not trace ``f`` (or ``f`` is not complex-safe) and used a
     numerical method instead; the message says why."""
+
+
+class NotFusableError(ValueError):
+    """``fuse=True`` was asked for a program the fused-kernel compiler cannot compile; the
+    message says which primitive or size limit stops it (``fuse="auto"`` uses the chain)."""

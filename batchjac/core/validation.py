@@ -44,14 +44,14 @@ def is_real(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
-def check_callable(f: Any, name: str = "f") -> Callable:
+def check_callable(f: Any, name: str = "f") -> Callable[..., Any]:
     """``f`` if it is callable, else a ``TypeError`` naming ``name``."""
     if not callable(f):
         raise TypeError(f"{name}: expected a callable, got {type(f).__name__}")
     return f
 
 
-def check_choice(value: Any, choices: tuple, name: str) -> str:
+def check_choice(value: Any, choices: tuple[str, ...], name: str) -> str:
     """``value`` if it is one of ``choices`` (strings), else a ``ValueError`` listing them."""
     if not isinstance(value, str) or value not in choices:
         listed = (
@@ -63,7 +63,7 @@ def check_choice(value: Any, choices: tuple, name: str) -> str:
     return value
 
 
-def check_method(method: Any, allowed: tuple = METHODS) -> str:
+def check_method(method: Any, allowed: tuple[str, ...] = METHODS) -> str:
     """``method`` if it is one of ``allowed`` (by default every method of ``bj.jacobian``).
 
     >>> check_method("central", NUMERICAL_METHODS)
@@ -89,6 +89,7 @@ def check_argnums(argnums: Any, n_args: int) -> tuple[int, ...]:
     >>> check_argnums(np.int64(1), 2), check_argnums([0, 1], 2)
     ((1,), (0, 1))
     """
+    nums: tuple[Any, ...]
     if is_integer(argnums):
         nums = (argnums,)
     elif isinstance(argnums, (tuple, list)):

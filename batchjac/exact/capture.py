@@ -15,7 +15,9 @@ differentiated shared argument gives per-sample gradients ``(B, *out, *param_sha
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -28,12 +30,15 @@ from batchjac.exact.tracer import BATCHED, PER_SAMPLE, Trace, Tracer
 # Pytrees: nested dicts, lists and tuples of arrays
 # --------------------------------------------------------------------------------------
 
+# A tree's structure: (kind, dict keys or None, children's structures); kind "leaf" for an array.
+TreeDef = tuple[str, Any, tuple[Any, ...]]
 
-def flatten(tree):
+
+def flatten(tree: Any) -> tuple[list[Any], TreeDef]:
     """``(leaves, treedef)``: the arrays of a nested dict/list/tuple, in a fixed order."""
-    leaves: list = []
+    leaves: list[Any] = []
 
-    def walk(node):
+    def walk(node: Any) -> TreeDef:
         if isinstance(node, dict):
             keys = sorted(node, key=repr)
             return ("dict", tuple(keys), tuple(walk(node[k]) for k in keys))
@@ -45,11 +50,11 @@ def flatten(tree):
     return leaves, walk(tree)
 
 
-def unflatten(treedef, leaves):
+def unflatten(treedef: TreeDef, leaves: Iterable[Any]) -> Any:
     """The inverse of :func:`flatten`."""
     it = iter(leaves)
 
-    def build(node):
+    def build(node: TreeDef) -> Any:
         kind, keys, children = node
         if kind == "leaf":
             return next(it)
@@ -61,7 +66,7 @@ def unflatten(treedef, leaves):
     return build(treedef)
 
 
-def is_leaf(treedef) -> bool:
+def is_leaf(treedef: TreeDef) -> bool:
     return treedef[0] == "leaf"
 
 
@@ -77,22 +82,22 @@ class Captured:
 
     program: Program
     batch: int
-    argnums: tuple
-    trees: list  # treedef per differentiated argument
-    leaves: list  # the differentiated leaves (arrays), in program-input order
-    batched: list  # per program input: carries the batch axis
-    aux_tree: object = None
-    aux_leaves: list = field(default_factory=list)  # non-traced aux leaves, None where traced
-    call_args: tuple = ()
+    argnums: tuple[int, ...]
+    trees: list[TreeDef]  # treedef per differentiated argument
+    leaves: list[Any]  # the differentiated leaves (arrays), in program-input order
+    batched: list[bool]  # per program input: carries the batch axis
+    aux_tree: TreeDef | None = None
+    aux_leaves: list[Any] = field(default_factory=list)  # non-traced aux leaves, None where traced
+    call_args: tuple[Any, ...] = ()
 
 
-def _leaf_array(leaf, where):
+def _leaf_array(leaf: Any, where: str) -> Any:
     if isinstance(leaf, Tracer):
         return leaf
     return as_float_array(leaf, where)
 
 
-def normalize_in_axes(in_axes, n_args: int, per_sample: bool) -> tuple:
+def normalize_in_axes(in_axes: Any, n_args: int, per_sample: bool) -> tuple[int | None, ...]:
     """``in_axes`` as one entry (0 or None) per positional argument."""
     if in_axes is None:
         if per_sample:
@@ -105,17 +110,23 @@ def normalize_in_axes(in_axes, n_args: int, per_sample: bool) -> tuple:
         raise ValueError(f"in_axes: expected one entry per argument ({n_args}), got {len(in_axes)}")
     for a in in_axes:
         if a not in (0, None) or isinstance(a, bool):
-            raise ValueError(f"in_axes: each entry must be 0 (batched along axis 0) or None (shared), got {a!r}")
+            raise ValueError(
+                f"in_axes: each entry must be 0 (batched along axis 0) or None (shared), got {a!r}"
+            )
     if not per_sample and any(a is None for a in in_axes):
-        raise ValueError("in_axes applies to per_sample=True; in batched mode every differentiated argument carries the batch axis")
+        raise ValueError(
+            "in_axes applies to per_sample=True; in batched mode every differentiated argument carries the batch axis"
+        )
     return tuple(in_axes)
 
 
-def batch_size(args, argnums, in_axes, per_sample) -> int:
+def batch_size(
+    args: Sequence[Any], argnums: Sequence[int], in_axes: Sequence[int | None], per_sample: bool
+) -> int:
     """The batch size: the leading length of the batched differentiated leaves (and, in
     per-sample mode, of every batched argument), all equal."""
-    found = None
-    first = None
+    found: int | None = None
+    first: str | None = None
     for i, a in enumerate(args):
         if i not in argnums and not (per_sample and in_axes[i] == 0):
             continue
@@ -147,13 +158,25 @@ def _name(i: int) -> str:
     return "x" if i == 0 else f"argument {i}"
 
 
-def capture(f, args, kwargs, argnums, *, per_sample=False, in_axes=None, has_aux=False, input_names=None) -> Captured:
+def capture(
+    f: Callable[..., Any],
+    args: Sequence[Any],
+    kwargs: dict[str, Any],
+    argnums: Sequence[int],
+    *,
+    per_sample: bool = False,
+    in_axes: Any = None,
+    has_aux: bool = False,
+    input_names: Sequence[str | None] | None = None,
+) -> Captured:
     """Trace ``f(*args, **kwargs)`` with the arguments at ``argnums`` differentiated."""
     in_axes = normalize_in_axes(in_axes, len(args), per_sample)
     batch = batch_size(args, argnums, in_axes, per_sample)
     trace = Trace(PER_SAMPLE if per_sample else BATCHED, batch)
     call = list(args)
-    trees, leaves_out, batched = [], [], []
+    trees: list[TreeDef] = []
+    leaves_out: list[Any] = []
+    batched: list[bool] = []
     with trace:
         for i in argnums:
             leaves, tree = flatten(args[i])
@@ -175,10 +198,15 @@ def capture(f, args, kwargs, argnums, *, per_sample=False, in_axes=None, has_aux
                 if i in argnums or in_axes[i] is None:
                     continue
                 leaves, tree = flatten(a)
-                consts = [trace.new_const(leaf, True) if hasattr(leaf, "shape") and np.ndim(leaf) else leaf for leaf in leaves]
+                consts = [
+                    trace.new_const(leaf, True) if hasattr(leaf, "shape") and np.ndim(leaf) else leaf
+                    for leaf in leaves
+                ]
                 call[i] = unflatten(tree, consts)
         result = f(*call, **kwargs)
-    aux_tree, aux_leaves, aux_traced = None, [], []
+    aux_tree: TreeDef | None = None
+    aux_leaves: list[Any] = []
+    aux_traced: list[Tracer] = []
     if has_aux:
         if not isinstance(result, tuple) or len(result) != 2:
             raise TypeError(f"has_aux=True: f must return a pair (output, aux), got {type(result).__name__}")
@@ -199,4 +227,6 @@ def capture(f, args, kwargs, argnums, *, per_sample=False, in_axes=None, has_aux
     if result.dtype.kind != "f":
         raise TypeError(f"f's output: expected real floating-point data, got dtype {result.dtype}")
     program = trace.program([result, *aux_traced], input_names=input_names)
-    return Captured(program, batch, tuple(argnums), trees, leaves_out, batched, aux_tree, aux_leaves, tuple(call))
+    return Captured(
+        program, batch, tuple(argnums), trees, leaves_out, batched, aux_tree, aux_leaves, tuple(call)
+    )

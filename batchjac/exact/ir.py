@@ -19,10 +19,15 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
+from numpy.typing import DTypeLike
+
+if TYPE_CHECKING:  # the primitives import this module
+    from batchjac.exact.primitives.base import Primitive
 
 
 class Var:
@@ -34,7 +39,7 @@ class Var:
 
     __slots__ = ("index", "shape", "dtype", "batched", "size", "__weakref__")
 
-    def __init__(self, index: int, shape: tuple, dtype, batched: bool):
+    def __init__(self, index: int, shape: Iterable[Any], dtype: DTypeLike, batched: bool):
         self.index = index
         self.shape = tuple(int(s) for s in shape)
         self.dtype = np.dtype(dtype)
@@ -50,7 +55,7 @@ class Var:
         dims = (["B"] if self.batched else []) + [str(s) for s in self.shape]
         return f"{_short_dtype(self.dtype)}[{','.join(dims)}]"
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Var({self.index}, {self.type_text()})"
 
 
@@ -59,50 +64,57 @@ class Literal:
 
     __slots__ = ("value",)
 
-    def __init__(self, value):
+    def __init__(self, value: Any):
         self.value = value
 
     @property
-    def shape(self) -> tuple:
+    def shape(self) -> tuple[int, ...]:
         return ()
+
+    @property
+    def size(self) -> int:
+        return 1
 
     @property
     def batched(self) -> bool:
         return False
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype[Any]:
         return np.dtype(type(self.value)) if not isinstance(self.value, bool) else np.dtype(bool)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Literal({self.value!r})"
+
+
+Atom = Union[Var, Literal]  # an operand of an equation
 
 
 @dataclass(frozen=True)
 class Equation:
     """``out = primitive(*inputs, **params)``: one step of a program."""
 
-    primitive: Any  # batchjac.exact.primitives.base.Primitive
-    inputs: tuple  # Var or Literal
-    params: tuple  # sorted (name, value) pairs; values hashable
+    primitive: Primitive
+    inputs: tuple[Atom, ...]
+    params: tuple[tuple[str, Any], ...]  # sorted (name, value) pairs; values hashable
     out: Var
 
     @property
-    def kwargs(self) -> dict:
+    def kwargs(self) -> dict[str, Any]:
         return dict(self.params)
 
 
-def _short_dtype(dtype) -> str:
+def _short_dtype(dtype: DTypeLike) -> str:
     dtype = np.dtype(dtype)
     return {"f": "f", "i": "i", "u": "u", "b": "bool", "c": "c"}.get(dtype.kind, dtype.kind) + (
         "" if dtype.kind == "b" else str(8 * dtype.itemsize)
     )
 
 
-def _param_text(value) -> str:
+def _param_text(value: Any) -> str:
     described = getattr(value, "describe", None)
     if callable(described):
-        return described()
+        return str(described())
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, np.dtype):
@@ -110,7 +122,7 @@ def _param_text(value) -> str:
     return repr(value)
 
 
-def _param_key(value):
+def _param_key(value: Any) -> Any:
     """A hashable, process-independent description of a static parameter."""
     key = getattr(value, "structural_key", None)
     if callable(key):
@@ -138,7 +150,17 @@ class Program:
     (2, 'f64[B,4]')
     """
 
-    def __init__(self, inputs, consts, const_values, equations, outputs, *, input_names=None, mode="batched"):
+    def __init__(
+        self,
+        inputs: Iterable[Var],
+        consts: Iterable[Var],
+        const_values: Iterable[Any],
+        equations: Iterable[Equation],
+        outputs: Iterable[Var],
+        *,
+        input_names: Sequence[str | None] | None = None,
+        mode: str = "batched",
+    ):
         self.inputs = tuple(inputs)
         self.consts = tuple(consts)
         self.const_values = tuple(const_values)
@@ -146,17 +168,17 @@ class Program:
         self.outputs = tuple(outputs)
         self.input_names = tuple(input_names) if input_names is not None else None
         self.mode = mode
-        self._hash = None
-        self._digest = None
+        self._hash: int | None = None
+        self._digest: str | None = None
 
     # -- structure ------------------------------------------------------------------------
-    def _structural_key(self) -> tuple:
-        def ref(operand):
+    def _structural_key(self) -> tuple[Any, ...]:
+        def ref(operand: Atom) -> Any:
             if isinstance(operand, Literal):
                 return ("literal", operand.dtype.str)
             return operand.index
 
-        def aval(var):
+        def aval(var: Var) -> tuple[Any, ...]:
             return (var.index, var.shape, var.dtype.str, var.batched)
 
         return (
@@ -178,17 +200,17 @@ class Program:
             self._digest = hashlib.sha256(repr(self._structural_key()).encode()).hexdigest()[:32]
         return self._digest
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         if self._hash is None:
             self._hash = hash(self.hash)
         return self._hash
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, Program) and self.hash == other.hash
 
     # -- listing --------------------------------------------------------------------------
-    def _names(self) -> dict:
-        names = {}
+    def _names(self) -> dict[Var, str]:
+        names: dict[Var, str] = {}
         for i, v in enumerate(self.inputs):
             given = self.input_names[i] if self.input_names and i < len(self.input_names) else None
             names[v] = given or f"x{i}"
@@ -198,10 +220,10 @@ class Program:
             names.setdefault(eq.out, f"v{i + 1}")
         return names
 
-    def __str__(self):
+    def __str__(self) -> str:
         names = self._names()
 
-        def show(o):
+        def show(o: Atom) -> str:
             return repr(o.value) if isinstance(o, Literal) else names[o]
 
         head = ", ".join(f"{names[v]}: {v.type_text()}" for v in self.inputs)
@@ -215,13 +237,13 @@ class Program:
         lines.append("  return " + ", ".join(show(v) for v in self.outputs))
         return "\n".join(lines)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<batchjac Program {self.hash[:12]}: {len(self.inputs)} input(s), {len(self.equations)} equation(s)>"
 
     # -- analysis -------------------------------------------------------------------------
-    def last_uses(self) -> dict:
+    def last_uses(self) -> dict[Var, int]:
         """``{var: index of the last equation reading it}`` (outputs: ``len(equations)``)."""
-        last = {}
+        last: dict[Var, int] = {}
         for i, eq in enumerate(self.equations):
             for o in eq.inputs:
                 if isinstance(o, Var):
@@ -230,7 +252,7 @@ class Program:
             last[v] = len(self.equations)
         return last
 
-    def active(self, wrt=None) -> set:
+    def active(self, wrt: Iterable[Var] | None = None) -> set[Var]:
         """The variables that depend on ``wrt`` (default: all inputs) through differentiable
         primitives: those whose derivative is not identically zero."""
         active = set(self.inputs if wrt is None else wrt)

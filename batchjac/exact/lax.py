@@ -12,15 +12,19 @@ plain arrays (shared by the batch, in the per-sample shape) or Python numbers.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable, Collection, Iterable, Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+from numpy.typing import DTypeLike
 
 from batchjac.exact.ir import Var
-from batchjac.exact.primitives.base import REGISTRY, IndexMap, size_of
+from batchjac.exact.primitives.base import REGISTRY, IndexMap, Primitive, size_of
 from batchjac.exact.tracer import Batched, Tracer, bind
 
 
-def aval(v):
+def aval(v: Any) -> tuple[tuple[int, ...], np.dtype[Any], bool]:
     """``(per-sample shape, dtype, batched)`` of an operand."""
     if isinstance(v, Tracer):
         return v.node.shape, v.node.dtype, v.node.batched
@@ -29,97 +33,97 @@ def aval(v):
     if isinstance(v, Batched):
         return tuple(v.array.shape[1:]), v.array.dtype, True
     if isinstance(v, (numbers.Number, np.bool_)):
-        return (), np.result_type(v), False
+        return (), np.result_type(v), False  # type: ignore[arg-type]  # numbers.Number is not in NumPy's hints
     return tuple(v.shape), v.dtype, False
 
 
-def shape(v) -> tuple:
+def shape(v: Any) -> tuple[int, ...]:
     return aval(v)[0]
 
 
-def prim(name: str):
+def prim(name: str) -> Primitive:
     return REGISTRY[name]
 
 
-def apply(name: str, *operands, **params):
+def apply(name: str, *operands: Any, **params: Any) -> Any:
     """The element-wise rule ``name`` (``"tanh"``, ``"mul"``, ...) on ``operands``."""
     return bind(REGISTRY[name], operands, params)
 
 
-def add(a, b):
+def add(a: Any, b: Any) -> Any:
     return apply("add", a, b)
 
 
-def sub(a, b):
+def sub(a: Any, b: Any) -> Any:
     return apply("sub", a, b)
 
 
-def mul(a, b):
+def mul(a: Any, b: Any) -> Any:
     return apply("mul", a, b)
 
 
-def div(a, b):
+def div(a: Any, b: Any) -> Any:
     return apply("div", a, b)
 
 
-def neg(a):
+def neg(a: Any) -> Any:
     return apply("negative", a)
 
 
-def select(condition, a, b):
+def select(condition: Any, a: Any, b: Any) -> Any:
     return bind(REGISTRY["select"], (condition, a, b))
 
 
-def compare(op: str, a, b):
+def compare(op: str, a: Any, b: Any) -> Any:
     return bind(REGISTRY[op], (a, b))
 
 
-def convert(a, dtype):
+def convert(a: Any, dtype: DTypeLike) -> Any:
     return bind(REGISTRY["convert"], (a,), {"dtype": np.dtype(dtype)})
 
 
-def reshape(a, new_shape):
+def reshape(a: Any, new_shape: Iterable[int]) -> Any:
     new_shape = tuple(int(s) for s in new_shape)
     if tuple(shape(a)) == new_shape:
         return a
     return bind(REGISTRY["reshape"], (a,), {"shape": new_shape})
 
 
-def transpose(a, perm):
+def transpose(a: Any, perm: Iterable[int]) -> Any:
     perm = tuple(int(p) for p in perm)
     if perm == tuple(range(len(perm))):
         return a
     return bind(REGISTRY["transpose"], (a,), {"perm": perm})
 
 
-def swap_last(a):
+def swap_last(a: Any) -> Any:
     """The per-sample matrix (or stack of matrices) transposed: ``a.mT``."""
     n = len(shape(a))
     return transpose(a, (*range(n - 2), n - 1, n - 2))
 
 
-def broadcast_to(a, new_shape):
+def broadcast_to(a: Any, new_shape: Iterable[int]) -> Any:
     new_shape = tuple(int(s) for s in new_shape)
     if tuple(shape(a)) == new_shape:
         return a
     return bind(REGISTRY["broadcast_to"], (a,), {"shape": new_shape})
 
 
-def reduce_sum(a, axes):
+def reduce_sum(a: Any, axes: Iterable[int]) -> Any:
     axes = tuple(sorted(int(x) for x in axes))
     if not axes:
         return a
     return bind(REGISTRY["reduce_sum"], (a,), {"axes": axes})
 
 
-def sum_keepdims(a, axes):
+def sum_keepdims(a: Any, axes: Collection[int]) -> Any:
     """``a`` summed over ``axes``, keeping them as length 1 (for broadcasting back)."""
     s = shape(a)
     kept = tuple(1 if i in axes else d for i, d in enumerate(s))
     return reshape(reduce_sum(a, axes), kept)
 
 
-def unbroadcast(g, target_shape):
+def unbroadcast(g: Any, target_shape: Iterable[int]) -> Any:
     """Sum a cotangent ``g`` over the axes along which an operand of ``target_shape`` was
     broadcast (NumPy's right-aligned rule), and give it that shape."""
     target_shape = tuple(target_shape)
@@ -133,36 +137,36 @@ def unbroadcast(g, target_shape):
     return reshape(reduce_sum(g, axes), target_shape)
 
 
-def matmul(a, b):
+def matmul(a: Any, b: Any) -> Any:
     return bind(REGISTRY["matmul"], (a, b))
 
 
-def concatenate(values, axis: int):
+def concatenate(values: Any, axis: int) -> Any:
     return bind(REGISTRY["concatenate"], tuple(values), {"axis": int(axis)})
 
 
-def gather(a, index: np.ndarray):
+def gather(a: Any, index: npt.ArrayLike) -> Any:
     """``out.flat[r] = a.flat[index.flat[r]]`` per sample (``-1``: zero); ``out`` has
     ``index``'s shape."""
     return bind(REGISTRY["gather"], (a,), {"index": IndexMap(index)})
 
 
-def scatter_add(g, index: np.ndarray, in_shape):
+def scatter_add(g: Any, index: npt.ArrayLike, in_shape: Iterable[int]) -> Any:
     """The transpose of :func:`gather`: ``out.flat[index.flat[r]] += g.flat[r]`` per sample,
     ``out`` of ``in_shape``."""
     return bind(REGISTRY["scatter_add"], (g,), {"index": IndexMap(index), "shape": tuple(in_shape)})
 
 
-def zeros(sample_shape, dtype):
+def zeros(sample_shape: Sequence[int], dtype: DTypeLike) -> npt.NDArray[Any]:
     return np.zeros(sample_shape, dtype=dtype)
 
 
-def ones_like_sample(a):
+def ones_like_sample(a: Any) -> npt.NDArray[Any]:
     s, dtype, _ = aval(a)
     return np.ones(s, dtype=dtype)
 
 
-def index_flat(sample_shape) -> np.ndarray:
+def index_flat(sample_shape: Sequence[int]) -> npt.NDArray[np.int64]:
     """``arange(size).reshape(sample_shape)``: the flat position of every entry."""
     return np.arange(size_of(sample_shape), dtype=np.int64).reshape(sample_shape)
 
@@ -179,27 +183,33 @@ SCALAR_TO_RULE = {
 }  # fmt: skip
 
 
-def _pow(u, v):
-    if isinstance(v, numbers.Number):
+def _pow(u: Any, v: Any) -> Any:
+    if isinstance(v, numbers.Real):  # a constant exponent
         return apply("power", u, p=float(v))
     return apply("pow", u, v)
 
 
-def _where(c, a, b):
+def _where(c: Any, a: Any, b: Any) -> Any:
     if isinstance(c, (bool, np.bool_)):
         return a if c else b
     return select(c, a, b)
 
 
-SCALAR_NAMESPACE = {name: (lambda rule: lambda *a: apply(rule, *a))(rule) for name, rule in SCALAR_TO_RULE.items()}
+SCALAR_NAMESPACE = {
+    name: (lambda rule: lambda *a: apply(rule, *a))(rule) for name, rule in SCALAR_TO_RULE.items()
+}
 SCALAR_NAMESPACE.update(pow=_pow, where=_where)
 
 
 # Eager batched operands need arithmetic: reverse-mode rules evaluated on arrays apply
 # Python operators to them (``1.0 - y * y`` with ``y`` a batch of values). Per-sample
 # semantics, as everywhere in this module.
-def _operator(function, reflected=False):
-    return (lambda self, other: function(other, self)) if reflected else (lambda self, other: function(self, other))
+def _operator(function: Callable[[Any, Any], Any], reflected: bool = False) -> Callable[[Any, Any], Any]:
+    return (
+        (lambda self, other: function(other, self))
+        if reflected
+        else (lambda self, other: function(self, other))
+    )
 
 
 _BATCHED_OPERATORS = {
@@ -214,5 +224,5 @@ _BATCHED_OPERATORS = {
 }  # fmt: skip
 for _name, _function in _BATCHED_OPERATORS.items():
     setattr(Batched, _name, _function)
-Batched.__array_ufunc__ = None  # NumPy defers to the reflected operators
-Batched.__hash__ = None
+Batched.__array_ufunc__ = None  # type: ignore[attr-defined]  # NumPy defers to the reflected operators
+Batched.__hash__ = None  # type: ignore[method-assign, assignment]  # compared element-wise: unhashable

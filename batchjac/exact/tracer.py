@@ -26,18 +26,25 @@ import linecache
 import numbers
 import os
 import sys
+import types
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from batchjac.core.arrays import namespace
 from batchjac.core.errors import TraceError
-from batchjac.exact.ir import Equation, Literal, Program, Var
+from batchjac.exact.ir import Atom, Equation, Literal, Program, Var
+
+if TYPE_CHECKING:
+    from batchjac.exact.primitives.base import Primitive
 
 BATCHED = "batched"
 PER_SAMPLE = "per_sample"
 MODES = (BATCHED, PER_SAMPLE)
 
-_stack: contextvars.ContextVar[tuple] = contextvars.ContextVar("batchjac_traces", default=())
+_stack: contextvars.ContextVar[tuple[Trace, ...]] = contextvars.ContextVar("batchjac_traces", default=())
 
 
 class Batched:
@@ -46,7 +53,7 @@ class Batched:
 
     __slots__ = ("array",)
 
-    def __init__(self, array):
+    def __init__(self, array: Any):
         self.array = array
 
 
@@ -61,42 +68,42 @@ class Trace:
         self.level = len(_stack.get()) + 1
         self.inputs: list[Var] = []
         self.consts: list[Var] = []
-        self.const_values: list = []
+        self.const_values: list[Any] = []
         self.equations: list[Equation] = []
-        self._const_ids: dict = {}
+        self._const_ids: dict[tuple[int, bool], tuple[Var, Any]] = {}
         self._count = 0
-        self._token = None
+        self._token: contextvars.Token[tuple[Trace, ...]] | None = None
 
     # -- the active-trace stack -----------------------------------------------------------
-    def __enter__(self):
+    def __enter__(self) -> Trace:
         self._token = _stack.set(_stack.get() + (self,))
         return self
 
-    def __exit__(self, *exc):
-        _stack.reset(self._token)
-        return False
+    def __exit__(self, *exc: object) -> None:  # exceptions propagate
+        if self._token is not None:
+            _stack.reset(self._token)
 
     @property
     def active(self) -> bool:
         return self in _stack.get()
 
     # -- variables ------------------------------------------------------------------------
-    def _var(self, shape, dtype, batched) -> Var:
+    def _var(self, shape: Iterable[int], dtype: DTypeLike, batched: bool) -> Var:
         var = Var(self._count, shape, dtype, batched)
         self._count += 1
         return var
 
-    def new_input(self, shape, dtype, batched: bool = True) -> "Tracer":
+    def new_input(self, shape: Iterable[int], dtype: DTypeLike, batched: bool = True) -> Tracer:
         """A traced argument of per-sample ``shape``."""
         var = self._var(shape, dtype, batched)
         self.inputs.append(var)
         return Tracer(var, self)
 
-    def new_const(self, value, batched: bool) -> "Tracer":
+    def new_const(self, value: Any, batched: bool) -> Tracer:
         """A traced argument that is not differentiated (per-sample data in per-sample mode)."""
         return Tracer(self.const_var(value, batched), self)
 
-    def const_var(self, value, batched: bool) -> Var:
+    def const_var(self, value: Any, batched: bool) -> Var:
         """The constant operand ``value`` (an array, or a tracer of an outer trace) as a
         variable of this trace; the same object used twice is one constant."""
         key = (id(value), batched)
@@ -117,16 +124,16 @@ class Trace:
         self._const_ids[key] = (var, value)  # the value is kept alive, so its id stays unique
         return var
 
-    def record(self, primitive, inputs: list, params: dict) -> "Tracer":
+    def record(self, primitive: Primitive, inputs: Sequence[Atom], params: dict[str, Any]) -> Tracer:
         shape, dtype = primitive.abstract(inputs, **params)
         batched = any(o.batched for o in inputs if isinstance(o, Var))
         out = self._var(shape, dtype, batched)
         self.equations.append(Equation(primitive, tuple(inputs), tuple(sorted(params.items())), out))
         return Tracer(out, self)
 
-    def program(self, outputs, input_names=None) -> Program:
+    def program(self, outputs: Iterable[Any], input_names: Sequence[str | None] | None = None) -> Program:
         """The recorded program returning ``outputs`` (tracers of this trace, or constants)."""
-        out_vars = []
+        out_vars: list[Var] = []
         for o in outputs:
             if isinstance(o, Tracer) and o.recording is self:
                 out_vars.append(o.node)
@@ -148,12 +155,16 @@ _NUMPY = os.path.dirname(np.__file__)
 def where_in_f() -> str:
     """`` (at file:line: source)`` of the innermost caller outside batchjac and NumPy: where in
     the user's ``f`` a call left the trace (for the error and for ``auto``'s warning)."""
-    frame = sys._getframe(1)
+    frame: types.FrameType | None = sys._getframe(1)
     while frame is not None:
         filename = frame.f_code.co_filename
         if not filename.startswith((_PACKAGE, _NUMPY)) and not filename.startswith("<__array_function__"):
             source = linecache.getline(filename, frame.f_lineno).strip()
-            return f" (at {os.path.basename(filename)}:{frame.f_lineno}: {source})" if source else f" (at {filename}:{frame.f_lineno})"
+            return (
+                f" (at {os.path.basename(filename)}:{frame.f_lineno}: {source})"
+                if source
+                else f" (at {filename}:{frame.f_lineno})"
+            )
         frame = frame.f_back
     return ""
 
@@ -173,7 +184,7 @@ class Tracer:
         self.recording = trace
 
     @property
-    def shape(self) -> tuple:
+    def shape(self) -> tuple[Any, ...]:  # the batch is None while tracing without a known batch
         if self.recording.mode == BATCHED and self.node.batched:
             return (self.recording.batch, *self.node.shape)
         return self.node.shape
@@ -183,52 +194,88 @@ class Tracer:
         return len(self.shape)
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype[Any]:
         return self.node.dtype
 
     @property
     def size(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
 
-    def __len__(self):
+    def __len__(self) -> int:
         if not self.shape:
             raise TypeError("len() of a 0-d traced array")
         return self.shape[0]
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Traced({self.node.type_text()})"
 
     # -- what cannot trace ------------------------------------------------------------------
-    def __bool__(self):
+    def __bool__(self) -> bool:
         raise TraceError(
             "the truth value of a traced array is not known while tracing (an `if` or `while` on it); "
             "use bj.where (or numpy.where) for branches" + where_in_f()
         )
 
-    def __float__(self):
-        raise TraceError("a traced array cannot be converted to a Python number (float(), int(), .item())" + where_in_f())
+    def __float__(self) -> float:
+        raise TraceError(
+            "a traced array cannot be converted to a Python number (float(), int(), .item())" + where_in_f()
+        )
 
     __int__ = __index__ = __complex__ = __float__
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         raise TraceError(
             "iterating over a traced array (a for loop, sum(t), list(t), unpacking) is not traced: in "
-            "batched mode it would run over the samples; index it (t[:, i]) or use bj.sum / numpy.sum" + where_in_f()
+            "batched mode it would run over the samples; index it (t[:, i]) or use bj.sum / numpy.sum"
+            + where_in_f()
         )
 
-    def __setitem__(self, key, value):
+    def __setitem__(self, key: Any, value: Any) -> None:
         raise TraceError(
             "a traced array cannot be written into (t[...] = v): build a new array instead, e.g. with "
             "numpy.where, numpy.concatenate or bj.where" + where_in_f()
         )
 
-    def __array__(self, dtype=None, copy=None):
+    def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
         raise TraceError(
             "a traced array was converted to a NumPy array (numpy.asarray, numpy.array or a function "
-            "without a rule); f must use batchjac's or NumPy's traceable functions to be traced" + where_in_f()
+            "without a rule); f must use batchjac's or NumPy's traceable functions to be traced"
+            + where_in_f()
         )
 
-    __hash__ = None  # compared element-wise, like an array
+    __hash__ = None  # type: ignore[assignment]  # compared element-wise, like an array: unhashable
+
+    if TYPE_CHECKING:  # attached by batchjac.exact.ops.array_methods (the ops layer, above)
+
+        def __getattr__(self, name: str) -> Any: ...  # the array methods: t.sum(), t.T, ...
+        def __getitem__(self, key: Any) -> Any: ...
+        def __eq__(self, other: Any) -> Any: ...  # element-wise, as arrays compare
+        def __ne__(self, other: Any) -> Any: ...
+        def __add__(self, other: Any) -> Any: ...
+        def __radd__(self, other: Any) -> Any: ...
+        def __sub__(self, other: Any) -> Any: ...
+        def __rsub__(self, other: Any) -> Any: ...
+        def __mul__(self, other: Any) -> Any: ...
+        def __rmul__(self, other: Any) -> Any: ...
+        def __truediv__(self, other: Any) -> Any: ...
+        def __rtruediv__(self, other: Any) -> Any: ...
+        def __pow__(self, other: Any) -> Any: ...
+        def __rpow__(self, other: Any) -> Any: ...
+        def __matmul__(self, other: Any) -> Any: ...
+        def __rmatmul__(self, other: Any) -> Any: ...
+        def __gt__(self, other: Any) -> Any: ...
+        def __ge__(self, other: Any) -> Any: ...
+        def __lt__(self, other: Any) -> Any: ...
+        def __le__(self, other: Any) -> Any: ...
+        def __and__(self, other: Any) -> Any: ...
+        def __rand__(self, other: Any) -> Any: ...
+        def __or__(self, other: Any) -> Any: ...
+        def __ror__(self, other: Any) -> Any: ...
+        def __xor__(self, other: Any) -> Any: ...
+        def __neg__(self) -> Any: ...
+        def __pos__(self) -> Any: ...
+        def __abs__(self) -> Any: ...
+        def __invert__(self) -> Any: ...
 
 
 def current_trace() -> Trace | None:
@@ -237,7 +284,7 @@ def current_trace() -> Trace | None:
     return stack[-1] if stack else None
 
 
-def trace_of(*values) -> Trace | None:
+def trace_of(*values: Any) -> Trace | None:
     """The innermost trace among the tracers in ``values`` (None if there are none)."""
     found = None
     for v in values:
@@ -246,11 +293,11 @@ def trace_of(*values) -> Trace | None:
     return found
 
 
-def is_traced(value) -> bool:
+def is_traced(value: object) -> bool:
     return isinstance(value, Tracer)
 
 
-def bind(primitive, operands, params: dict | None = None):
+def bind(primitive: Primitive, operands: Sequence[Any], params: dict[str, Any] | None = None) -> Any:
     """Apply ``primitive`` to ``operands`` with static ``params``.
 
     ``operands`` are tracers, :class:`Batched` arrays (the batch axis first), plain arrays
@@ -270,7 +317,7 @@ def bind(primitive, operands, params: dict | None = None):
                 "a traced array from an earlier call was used (it leaked out of f, e.g. into a global or a "
                 "closure); traced arrays only live while f is being traced: pass the value as an argument"
             )
-    inputs = []
+    inputs: list[Atom] = []
     for o in operands:
         if isinstance(o, Tracer):
             inputs.append(o.node if o.recording is trace else trace.const_var(o, o.node.batched))
@@ -285,8 +332,9 @@ def bind(primitive, operands, params: dict | None = None):
     return trace.record(primitive, inputs, params)
 
 
-def _eager(primitive, operands, params):
-    values, batched = [], []
+def _eager(primitive: Primitive, operands: Sequence[Any], params: dict[str, Any]) -> Any:
+    values: list[Any] = []
+    batched: list[bool] = []
     for o in operands:
         if isinstance(o, Batched):
             values.append(o.array)

@@ -38,13 +38,20 @@ from __future__ import annotations
 
 import operator
 import sys
+import types
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from batchjac.core.arrays import float_dtype, namespace
 from batchjac.core.validation import NUMERICAL_METHODS, check_argnums, check_method
+
+if TYPE_CHECKING:  # imported where used: the checking floor loads only when a check runs
+    from batchjac.checking import Entry, JacobianCheck
 
 RECHUNK_WARNING_BYTES = 64 << 20  # a rechunk of an argument larger than this is warned about
 
@@ -55,12 +62,12 @@ class RechunkWarning(UserWarning):
     ``RECHUNK_WARNING_BYTES``: the whole argument moves between workers once."""
 
 
-def is_dask_collection(a) -> bool:
+def is_dask_collection(a: Any) -> bool:
     """True for Dask collections, told by their type's module: Dask is not imported."""
     return type(a).__module__.partition(".")[0] == "dask" and hasattr(a, "__dask_graph__")
 
 
-def has_dask_array(*objects) -> bool:
+def has_dask_array(*objects: object) -> bool:
     """True if any of ``objects`` is a Dask collection (the hook in ``bj.value_and_jacobian``
     and ``bj.check_jacobian``).
 
@@ -77,17 +84,17 @@ def has_dask_array(*objects) -> bool:
 
 
 def value_and_jacobian(
-    f,
-    x,
-    *args,
-    argnums=0,
-    method="auto",
-    layout="numerator",
-    backend=None,
-    chunk_size=None,
-    structured=False,
-    progress=None,
-):
+    f: Callable[..., Any],
+    x: Any,
+    *args: Any,
+    argnums: Any = 0,
+    method: str = "auto",
+    layout: str = "numerator",
+    backend: str | None = None,
+    chunk_size: int | None = None,
+    structured: bool = False,
+    progress: bool | None = None,
+) -> tuple[Any, Any]:
     """Lazy ``bj.value_and_jacobian`` of a batch held in Dask arrays; same keywords.
 
     Returns ``(value, J)``: Dask arrays ``(B, *out_shape)`` and ``(B, *out_shape, *in_shape)``
@@ -121,7 +128,7 @@ def value_and_jacobian(
     return value, jacobians[0] if single else jacobians
 
 
-def _argnums(argnums, count: int) -> tuple:
+def _argnums(argnums: Any, count: int) -> tuple[int, ...]:
     """``argnums`` as a tuple of distinct positions among ``count`` arguments, checked."""
     return check_argnums(argnums, count)
 
@@ -130,7 +137,7 @@ def _name(i: int) -> str:
     return "x" if i == 0 else f"argument {i}"
 
 
-def _batched_arguments(args, argnums) -> tuple:
+def _batched_arguments(args: Sequence[Any], argnums: tuple[int, ...]) -> tuple[Any, ...]:
     """``args`` with every differentiated argument and every Dask argument a Dask array
     chunked along axis 0 like the batch and in one chunk elsewhere; other arguments unchanged.
 
@@ -157,7 +164,7 @@ def _batched_arguments(args, argnums) -> tuple:
     return tuple(out)
 
 
-def _dask_array():
+def _dask_array() -> Any:
     """The ``dask.array`` module, or an ImportError saying how to install it."""
     try:
         import dask.array as da
@@ -166,7 +173,7 @@ def _dask_array():
     return da
 
 
-def _as_dask(a, name, da, float_data=False):
+def _as_dask(a: Any, name: str, da: Any, float_data: bool = False) -> Any:
     """``a`` as a Dask array (in-memory arrays are wrapped; other Dask collections refused);
     with ``float_data``, integer data promoted to float64 and other data a ``TypeError``."""
     if is_dask_collection(a) and not isinstance(a, da.Array):
@@ -181,7 +188,7 @@ def _as_dask(a, name, da, float_data=False):
     return a
 
 
-def _batch_chunked(a, batch, chunks, name, da):
+def _batch_chunked(a: Any, batch: int, chunks: Any, name: str, da: Any) -> Any:
     """``a`` ``(B, ...)`` rechunked to ``chunks`` along axis 0 and one chunk elsewhere."""
     if a.ndim == 0 or a.shape[0] != batch:
         got = "a 0-d array" if a.ndim == 0 else f"leading axis {a.shape[0]}"
@@ -204,18 +211,19 @@ def _batch_chunked(a, batch, chunks, name, da):
 
 def _user_stacklevel() -> int:
     """The ``stacklevel`` that points a warning at the first caller outside batchjac."""
-    frame, level = sys._getframe(1), 1
+    frame: types.FrameType | None = sys._getframe(1)
+    level = 1
     while frame is not None and frame.f_globals.get("__name__", "").startswith("batchjac."):
         frame, level = frame.f_back, level + 1
     return level
 
 
-def _short(chunks) -> str:
+def _short(chunks: Any) -> str:
     """Chunks written compactly: each axis as its first chunk and the count of chunks."""
     return "(" + ", ".join(f"{c[0]}x{len(c)}" if len(c) > 1 else f"{c[0]}" for c in chunks) + ")"
 
 
-def _check_in_memory(a, batch, chunks, name) -> None:
+def _check_in_memory(a: Any, batch: int, chunks: Any, name: str) -> None:
     """Refuse an in-memory array whose batching is ambiguous once the batch is split."""
     if len(chunks) > 1 and getattr(a, "ndim", 0) > 0 and a.shape[0] == batch:
         raise ValueError(
@@ -225,7 +233,9 @@ def _check_in_memory(a, batch, chunks, name) -> None:
         )
 
 
-def _probe(f, args, argnums, options) -> tuple:
+def _probe(
+    f: Callable[..., Any], args: Sequence[Any], argnums: tuple[int, ...], options: dict[str, Any]
+) -> tuple[Any, ...]:
     """Zero-sample ``(value, *jacobians)`` of the in-memory call: the metas of the outputs.
 
     Runs ``f`` on zero-sample batches of the Dask arguments (no data is computed); argument
@@ -238,12 +248,18 @@ def _probe(f, args, argnums, options) -> tuple:
     return (value, *jacobians)
 
 
-def _empty_batch(a):
+def _empty_batch(a: Any) -> Any:
     """A zero-sample array ``(0, *a.shape[1:])`` of ``a``'s dtype and chunk type."""
     return namespace(a._meta).empty((0, *a.shape[1:]), dtype=a.dtype)
 
 
-def _blockwise_outputs(f, args, argnums, options, metas) -> list:
+def _blockwise_outputs(
+    f: Callable[..., Any],
+    args: Sequence[Any],
+    argnums: tuple[int, ...],
+    options: dict[str, Any],
+    metas: Sequence[Any],
+) -> list[Any]:
     """Lazy Dask arrays ``[value, *jacobians]``, each block from one in-memory call."""
     da = _dask_array()
     pairs = []
@@ -275,14 +291,16 @@ def _blockwise_outputs(f, args, argnums, options, metas) -> list:
     ]
 
 
-def _block_value_and_jacobian(*blocks, f, argnums, options) -> tuple:
+def _block_value_and_jacobian(
+    *blocks: Any, f: Callable[..., Any], argnums: tuple[int, ...], options: dict[str, Any]
+) -> tuple[Any, ...]:
     """``(value, *jacobians)`` of one block of samples by the in-memory call.
 
     ``method="auto"``'s warnings were given at the caller by :func:`_probe`; inside a worker
     they would only reach its log.
     """
-    from batchjac.engine import in_memory
     from batchjac.core.errors import NumericalFallbackWarning
+    from batchjac.engine import in_memory
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NumericalFallbackWarning)
@@ -295,7 +313,14 @@ def _block_value_and_jacobian(*blocks, f, argnums, options) -> tuple:
 # --------------------------------------------------------------------------------------
 
 
-def check_jacobian(f, x, J=None, method="complex-step", rtol=None, atol=None):
+def check_jacobian(
+    f: Callable[..., Any],
+    x: Any,
+    J: Any = None,
+    method: str = "complex-step",
+    rtol: float | None = None,
+    atol: float | None = None,
+) -> JacobianCheck:
     """``bj.check_jacobian`` for a batch ``x`` (and/or a given ``J``) held in Dask arrays.
 
     Same tolerances and result as the in-memory check (a ``JacobianCheck``; an
@@ -330,7 +355,7 @@ def check_jacobian(f, x, J=None, method="complex-step", rtol=None, atol=None):
     return _merge(summaries, method, rtol, atol, x.ndim - 1, JacobianCheck)
 
 
-def _check_chunks(x, J, da) -> tuple:
+def _check_chunks(x: Any, J: Any, da: Any) -> tuple[int, ...]:
     """The batch chunks of a check: ``x``'s when it is a Dask array, else ``J``'s (when
     ``J``'s batch size is ``x``'s; a wrong ``J`` is reported by its shape check)."""
     if is_dask_collection(x) or J is None:
@@ -339,7 +364,7 @@ def _check_chunks(x, J, da) -> tuple:
     return J.chunks[0] if J.ndim and J.shape[0] == len(x) else (len(x),)
 
 
-def _checked_method(f, x, method) -> str:
+def _checked_method(f: Callable[..., Any], x: Any, method: str) -> str:
     """``method``, or ``"central"`` with a warning when ``f`` is not complex-safe on the
     first samples of ``x`` (which are computed)."""
     from batchjac.core.errors import NumericalFallbackWarning
@@ -360,7 +385,7 @@ def _checked_method(f, x, method) -> str:
     return method
 
 
-def _numerical_meta(f, x, method):
+def _numerical_meta(f: Callable[..., Any], x: Any, method: str) -> Any:
     """The zero-sample numerical Jacobian ``(0, *out_shape, *in_shape)``: shape and dtype."""
     from batchjac.numerical.differences import numerical_value_and_jacobian
 
@@ -368,7 +393,7 @@ def _numerical_meta(f, x, method):
     return meta
 
 
-def _given_dask(J, batch_chunks, meta_shape, batch, da):
+def _given_dask(J: Any, batch_chunks: Any, meta_shape: Any, batch: int, da: Any) -> Any:
     """``J`` as a Dask array ``(B, *out_shape, *in_shape)`` chunked like the batch."""
     J = _as_dask(J, "J", da)
     shape = (batch, *meta_shape[1:])
@@ -379,7 +404,7 @@ def _given_dask(J, batch_chunks, meta_shape, batch, da):
     return _batch_chunked(J, batch, batch_chunks, "J", da)
 
 
-def _default_rtol(method, dtype) -> float:
+def _default_rtol(method: str, dtype: DTypeLike) -> float:
     from batchjac.checking import DEFAULT_RTOL
 
     return DEFAULT_RTOL.get((method, np.dtype(dtype)), DEFAULT_RTOL[method, np.dtype(np.float32)])
@@ -400,20 +425,22 @@ class BlockSummary:
     ``numerical``, as host arrays.
     """
 
-    shape: tuple
+    shape: tuple[int, ...]
     size: int
     scale: float
     value_scale: float
     x_scale: float
-    dtype: object
+    dtype: np.dtype[Any]
     max_abs_error: float
     max_rel_error: float
     margin: float
-    closest: object
-    suspects: dict
+    closest: Entry | None
+    suspects: dict[str, Any]
 
 
-def _block_summaries(f, x, J, method, rtol, atol) -> list:
+def _block_summaries(
+    f: Callable[..., Any], x: Any, J: Any, method: str, rtol: float, atol: float | None
+) -> list[BlockSummary]:
     """One :class:`BlockSummary` per block of samples, computed (in block order)."""
     import dask
 
@@ -428,7 +455,16 @@ def _block_summaries(f, x, J, method, rtol, atol) -> list:
     return list(dask.compute(*tasks))
 
 
-def _summarise_block(f, x, J, start, batch, method, rtol, atol) -> BlockSummary:
+def _summarise_block(
+    f: Callable[..., Any],
+    x: Any,
+    J: Any,
+    start: int,
+    batch: int,
+    method: str,
+    rtol: float,
+    atol: float | None,
+) -> BlockSummary:
     """Compare one block's Jacobian with its numerical one, as the in-memory check does."""
     from batchjac.checking import _entry, _given, _max_relative
     from batchjac.numerical.differences import numerical_value_and_jacobian
@@ -465,7 +501,9 @@ def _summarise_block(f, x, J, start, batch, method, rtol, atol) -> BlockSummary:
     )
 
 
-def _host(error, slack, given, numerical, offset, mask=None) -> dict:
+def _host(
+    error: Any, slack: Any, given: Any, numerical: Any, offset: int, mask: Any = None
+) -> dict[str, Any]:
     """The entries under ``mask`` (none without one) as host arrays: their global flat
     ``index`` (local flat index plus ``offset``), ``error``, ``slack``, ``given``, ``numerical``."""
     xp = namespace(error)
@@ -475,7 +513,14 @@ def _host(error, slack, given, numerical, offset, mask=None) -> dict:
     return {k: v.get() if hasattr(v, "get") else v for k, v in out.items()}
 
 
-def _merge(summaries, method, rtol, atol, in_ndim, JacobianCheck):
+def _merge(
+    summaries: Sequence[BlockSummary],
+    method: str,
+    rtol: float,
+    atol: float | None,
+    in_ndim: int,
+    JacobianCheck: type[JacobianCheck],
+) -> JacobianCheck:
     """The :class:`JacobianCheck` of the whole batch from its blocks' summaries; raises
     ``AssertionError`` as the in-memory check does."""
     size = sum(s.size for s in summaries)
@@ -508,7 +553,9 @@ def _merge(summaries, method, rtol, atol, in_ndim, JacobianCheck):
     return report
 
 
-def _worst(summaries, suspects, allowed, failed, in_ndim):
+def _worst(
+    summaries: Sequence[BlockSummary], suspects: dict[str, Any], allowed: Any, failed: int, in_ndim: int
+) -> Entry | None:
     """The entry with the least room under its tolerance: among the failing ones when any
     fail (the first in batch order, as ``argmax`` picks), else the blocks' closest."""
     from batchjac.checking import Entry

@@ -10,6 +10,7 @@ error naming :func:`batchjac.to_device`.
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +19,8 @@ from batchjac.core.arrays import CPU, GPU, device_of
 
 FRAMEWORKS = ("numpy", "cupy", "torch", "jax")
 
-def framework_of(a) -> str:
+
+def framework_of(a: Any) -> str:
     """``"numpy"``, ``"cupy"``, ``"torch"`` or ``"jax"``: the framework of array ``a`` (as
     :func:`batchjac.core.arrays.framework_of`, which this refines with an error for anything
     else).
@@ -35,7 +37,7 @@ def framework_of(a) -> str:
     return found
 
 
-def _convert(a, framework: str):
+def _convert(a: Any, framework: str) -> Any:
     if framework == "numpy":
         if device_of(a) != CPU:
             raise ValueError(
@@ -63,7 +65,7 @@ def _convert(a, framework: str):
     return out
 
 
-def to_framework(result, framework: str):
+def to_framework(result: Any, framework: str) -> Any:
     """``result`` as arrays of ``framework`` (one of :data:`FRAMEWORKS`), sharing memory.
 
     ``result`` is an array or a tuple / list of them (``bj.value_and_jacobian`` returns
@@ -95,7 +97,7 @@ def to_framework(result, framework: str):
     return _convert(result, framework)
 
 
-def like(result, reference):
+def like(result: Any, reference: Any) -> Any:
     """``result`` in the framework of ``reference`` (an array or tensor the caller passed
     in), sharing memory: :func:`to_framework` with ``framework_of(reference)``.
 

@@ -43,11 +43,13 @@ device once per call (``O(nnz + n)`` integers). Perturbation, evaluation and dec
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numba
 import numpy as np
+import numpy.typing as npt
 import scipy.sparse
 
 from batchjac.core.arrays import GPU, device_of, namespace
@@ -150,7 +152,9 @@ def _coloring(P: scipy.sparse.csr_array) -> Coloring:
 
 
 @numba.njit(cache=True, nogil=True)
-def _degrees(indptr, indices, col_ptr, col_rows):  # pragma: no cover - compiled
+def _degrees(
+    indptr: Any, indices: Any, col_ptr: Any, col_rows: Any
+) -> npt.NDArray[np.int64]:  # pragma: no cover - compiled
     """The number of other columns each column shares a row with, ``(n,)``."""
     n = col_ptr.shape[0] - 1
     seen = np.full(n, -1, dtype=np.int64)  # seen[k] == j: column k already counted for j
@@ -168,7 +172,9 @@ def _degrees(indptr, indices, col_ptr, col_rows):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _greedy(indptr, indices, col_ptr, col_rows, order):  # pragma: no cover - compiled
+def _greedy(
+    indptr: Any, indices: Any, col_ptr: Any, col_rows: Any, order: Any
+) -> npt.NDArray[np.int64]:  # pragma: no cover - compiled
     """The smallest colour free of every neighbour's, column by column in ``order``.
 
     The colours taken in each row are kept as a bit set (``words`` 64-bit words per row,
@@ -265,8 +271,8 @@ def _csr_pattern(pattern: Any, name: str) -> scipy.sparse.csr_array:
 
 
 def sparse_value_and_jacobian(
-    f: Callable,
-    args: tuple | list,
+    f: Callable[..., Any],
+    args: Sequence[Any],
     argnums: Any,
     method: str,
     *,
@@ -275,7 +281,7 @@ def sparse_value_and_jacobian(
     chunk_size: int | None = None,
     progress: bool | None = None,
     f_framework: str | None = None,
-) -> tuple[Any, tuple]:
+) -> tuple[Any, tuple[Any, ...]]:
     """``f(*args)`` and its sparse batched Jacobians, one evaluation of ``f`` per colour.
 
     Arguments as for :func:`.differences.numerical_value_and_jacobian` (``f`` maps a batch
@@ -303,7 +309,7 @@ def sparse_value_and_jacobian(
     chunk_size, progress = check_chunk_size(chunk_size), check_progress(progress)
     box, argnums, method, ops = black_box(f, args, argnums, method, backend=backend, f_framework=f_framework)
     patterns = _patterns_per_argument(pattern, argnums)
-    m = _size(box.out_shape)
+    m = box.out_size
     colorings = {}
     for i, p in zip(argnums, patterns):
         n = _size(box.args[i].shape[1:])
@@ -321,7 +327,7 @@ def sparse_value_and_jacobian(
     return value, jacobians
 
 
-def _patterns_per_argument(pattern: Any, argnums: tuple) -> tuple:
+def _patterns_per_argument(pattern: Any, argnums: tuple[int, ...]) -> tuple[Any, ...]:
     if isinstance(pattern, str):
         if pattern != "auto":
             raise ValueError(f"sparsity: expected {_EXPECTED}, got {pattern!r}")
@@ -348,7 +354,14 @@ def _coloring_for(pattern: Any, argnum: int, shape: tuple[int, int]) -> Coloring
     return P if isinstance(P, Coloring) else _coloring(P)
 
 
-def _plan(box: BlackBox, argnum: int, argnums: tuple, method: str, chunk_size, colorings: dict) -> Plan:
+def _plan(
+    box: BlackBox,
+    argnum: int,
+    argnums: tuple[int, ...],
+    method: str,
+    chunk_size: int | None,
+    colorings: dict[int, Coloring],
+) -> Plan:
     """Colours per pass and samples per check block; ``MemoryError`` before allocating when
     one colour at a time (or ``chunk_size`` of them) does not fit."""
     x, coloring = box.args[argnum], colorings[argnum]
@@ -407,7 +420,7 @@ def _coloured_jacobian(box: BlackBox, argnum: int, method: str, coloring: Colori
     """The :class:`Sparse` Jacobian of ``box`` with respect to ``args[argnum]``."""
     x = box.args[argnum]
     xp = namespace(x)
-    n, m, batch = _size(x.shape[1:]), _size(box.out_shape), box.batch
+    n, m, batch = _size(x.shape[1:]), box.out_size, box.batch
     indptr, indices = xp.asarray(coloring.indptr), xp.asarray(coloring.indices)
     values = xp.zeros((batch, coloring.nnz), dtype=np.result_type(box.out_dtype, x.dtype))
     evaluations = 0
@@ -438,7 +451,19 @@ def _coloured_jacobian(box: BlackBox, argnum: int, method: str, coloring: Colori
     return S
 
 
-def _colour_differences(g, x, y, h, method, k, columns, which, entry_colors, entry_rows, entry_columns):
+def _colour_differences(
+    g: Any,
+    x: Any,
+    y: Any,
+    h: Any,
+    method: str,
+    k: Any,
+    columns: Any,
+    which: Any,
+    entry_colors: Any,
+    entry_rows: Any,
+    entry_columns: Any,
+) -> Any:
     """``(B, L)``: the entries of ``k`` colours from one call of ``g`` on the stacked batch.
 
     ``columns`` are the columns of these colours and ``which`` their colour within the pass;
@@ -528,7 +553,7 @@ def probe_pattern(box: BlackBox, argnum: int, method: str, ops: Any) -> scipy.sp
     """
     x = box.args[argnum]
     xp = namespace(x)
-    batch, n, m = box.batch, _size(x.shape[1:]), _size(box.out_shape)
+    batch, n, m = box.batch, _size(x.shape[1:]), box.out_size
     chosen = np.sort(np.random.default_rng(_SEED).permutation(batch)[:PROBE_SAMPLES])
     probes = np.repeat(chosen, PROBE_POINTS)
     count = probes.shape[0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from batchjac.backends.dispatch import check_available
 from batchjac.core.errors import NotComplexSafeError
@@ -18,7 +19,7 @@ from batchjac.core.validation import NUMERICAL_METHODS, check_integer, check_met
 DEVICE_METHODS = tuple(m for m in NUMERICAL_METHODS if m != "forward")
 
 
-def default_step(method: str, dtype) -> float:
+def default_step(method: str, dtype: DTypeLike) -> float:
     """The relative step: tiny for complex-step (no cancellation), ``eps^(1/3)`` for central."""
     if method == "complex-step":
         return 1e-20
@@ -26,7 +27,7 @@ def default_step(method: str, dtype) -> float:
 
 
 def device_jacobian(
-    f: Callable,
+    f: Callable[..., Any],
     x: Any,
     out_size: int,
     method: str = "complex-step",
@@ -128,7 +129,7 @@ def _is_typing_error(err: Exception) -> bool:
     return isinstance(err, TypingError)
 
 
-def _verify(f, x, jac, out_size: int) -> None:
+def _verify(f: Callable[..., Any], x: Any, jac: Any, out_size: int) -> None:
     """Raise :class:`NotComplexSafeError` unless the complex-step ``jac`` of ``f`` agrees
     with central differences of the same compiled ``f`` on real points."""
     from numba import cuda
@@ -143,7 +144,7 @@ def _verify(f, x, jac, out_size: int) -> None:
     n = x.shape[1]
     kernel = evaluate_complex_kernel(dtype, f, n, out_size)
 
-    def g(points):
+    def g(points: Any) -> Any:
         """``Re f(points + 0i)``: ``(N, n) -> (N, out_size)``, on the check's arrays."""
         rows = points.shape[0]
         out = empty((rows, out_size), dtype)

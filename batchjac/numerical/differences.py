@@ -119,10 +119,12 @@ from __future__ import annotations
 import math
 import os
 import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from batchjac.backends.dispatch import select_backend
 from batchjac.core.arrays import GPU, as_array, common_batch, device_of, framework_of, namespace
@@ -164,8 +166,8 @@ _FOREIGN = ("torch", "jax")  # frameworks whose arrays f takes through DLPack
 
 
 def numerical_value_and_jacobian(
-    f: Callable,
-    args: tuple | list,
+    f: Callable[..., Any],
+    args: Sequence[Any],
     argnums: Any,
     method: str,
     *,
@@ -173,7 +175,7 @@ def numerical_value_and_jacobian(
     chunk_size: int | None = None,
     progress: bool | None = None,
     f_framework: str | None = None,
-) -> tuple[Any, tuple]:
+) -> tuple[Any, tuple[Any, ...]]:
     """``f(*args)`` and its batched Jacobians with respect to ``args[i]`` for ``i in argnums``.
 
     ``args`` are the positional arguments of ``f``; each differentiated one is a real
@@ -213,14 +215,14 @@ def numerical_value_and_jacobian(
 
 
 def black_box(
-    f: Callable,
-    args: tuple | list,
+    f: Callable[..., Any],
+    args: Sequence[Any],
     argnums: Any,
     method: str,
     *,
     backend: str | None = None,
     f_framework: str | None = None,
-) -> tuple[BlackBox, tuple, str, Any]:
+) -> tuple[BlackBox, tuple[int, ...], str, Any]:
     """The validated problem of a numerical Jacobian: ``(box, argnums, method, ops)``.
 
     ``box`` is ``f`` with its arguments (PyTorch/JAX ones taken as NumPy/CuPy views, ``f``
@@ -253,27 +255,34 @@ class BlackBox:
     Every call of ``f`` gets private copies of the NumPy/CuPy arguments.
     """
 
-    f: Callable
-    args: tuple
-    batched: tuple
+    f: Callable[..., Any]
+    args: tuple[Any, ...]
+    batched: tuple[bool, ...]
     batch: int
-    out_shape: tuple | None = None
+    out_shape: tuple[int, ...] | None = None
     out_dtype: np.dtype | None = None
 
-    def with_output(self, out_shape, out_dtype) -> BlackBox:
+    def with_output(self, out_shape: Sequence[int], out_dtype: DTypeLike) -> BlackBox:
         return BlackBox(self.f, self.args, self.batched, self.batch, tuple(out_shape), np.dtype(out_dtype))
+
+    @property
+    def out_size(self) -> int:
+        """The entries of one sample of ``f``'s output (known once :meth:`with_output` ran)."""
+        if self.out_shape is None:
+            raise ValueError("the output of f is not known before f was evaluated once")
+        return _size(self.out_shape)
 
     def samples(self, start: int, stop: int) -> BlackBox:
         """The same problem restricted to the samples ``start .. stop - 1``."""
         args = tuple(a[start:stop] if b else a for a, b in zip(self.args, self.batched))
         return BlackBox(self.f, args, self.batched, stop - start, self.out_shape, self.out_dtype)
 
-    def take(self, indices) -> BlackBox:
+    def take(self, indices: Any) -> BlackBox:
         """The same problem restricted to the samples ``indices`` (an integer array)."""
         args = tuple(a[indices] if b else a for a, b in zip(self.args, self.batched))
         return BlackBox(self.f, args, self.batched, len(indices), self.out_shape, self.out_dtype)
 
-    def call_args(self, count: int, skip: int | None = None) -> list:
+    def call_args(self, count: int, skip: int | None = None) -> list[Any]:
         """The arguments of ``f`` for a stacked batch of ``count = r * batch`` samples:
         batched arrays repeated ``r`` times, fresh copies of the other arrays; ``args[skip]``
         (the argument the caller stacks itself) as None."""
@@ -283,7 +292,7 @@ class BlackBox:
             for i, (a, b) in enumerate(zip(self.args, self.batched))
         ]
 
-    def value(self):
+    def value(self) -> Any:
         """``f(*args)``: ``(batch, *out_shape)``."""
         return self._checked(self.f(*self.call_args(self.batch)), self.batch, complex_input=False)
 
@@ -291,7 +300,7 @@ class BlackBox:
         """``f`` as a map of flattened samples of ``args[argnum]``: ``(N, n) -> (N, m)``."""
         return ArgumentMap(self, argnum)
 
-    def _checked(self, y, count, complex_input):
+    def _checked(self, y: Any, count: int, complex_input: bool) -> Any:
         """``y`` if it is a valid output of ``f`` for a batch of ``count`` samples."""
         if framework_of(y) in _FOREIGN:
             y = as_array(y, "f's output")
@@ -331,11 +340,11 @@ class ArgumentMap:
         self.box, self.argnum = box, argnum
         self.real_for_complex = False  # f returned real data for complex input
 
-    def take(self, indices) -> ArgumentMap:
+    def take(self, indices: Any) -> ArgumentMap:
         """The map restricted to the samples ``indices`` of the batch."""
         return ArgumentMap(self.box.take(indices), self.argnum)
 
-    def __call__(self, flat):
+    def __call__(self, flat: Any) -> Any:
         box, count = self.box, flat.shape[0]
         call = box.call_args(count, skip=self.argnum)
         call[self.argnum] = flat.reshape(count, *box.args[self.argnum].shape[1:])
@@ -366,10 +375,10 @@ class Plan:
     check_samples: int
 
 
-def _jacobian(box: BlackBox, argnum, method, plan: Plan, ops, value, bar):
+def _jacobian(box: BlackBox, argnum: int, method: str, plan: Plan, ops: Any, value: Any, bar: Any) -> Any:
     """``(B, *out_shape, *in_shape)``: the Jacobian of ``box`` with respect to one argument."""
     x = box.args[argnum]
-    in_shape, n, m = x.shape[1:], _size(x.shape[1:]), _size(box.out_shape)
+    in_shape, n, m = x.shape[1:], _size(x.shape[1:]), box.out_size
     xp = namespace(x)
     J = xp.empty((box.batch, m, n), dtype=np.result_type(box.out_dtype, x.dtype))
     if J.size:
@@ -389,7 +398,16 @@ def _jacobian(box: BlackBox, argnum, method, plan: Plan, ops, value, bar):
     return J.reshape(box.batch, *(box.out_shape or ()), *in_shape)
 
 
-def _by_sample_blocks(check, box: BlackBox, argnum, flat, y, J, block: int, **options) -> None:
+def _by_sample_blocks(
+    check: Callable[..., None],
+    box: BlackBox,
+    argnum: int,
+    flat: Any,
+    y: Any,
+    J: Any,
+    block: int,
+    **options: Any,
+) -> None:
     """Run ``check`` on blocks of at most ``block`` samples (memory), naming samples by
     their index in the whole batch."""
     for start in range(0, box.batch, block):
@@ -429,17 +447,17 @@ def steps(x: Any, method: str) -> Any:
 # --------------------------------------------------------------------------------------
 
 
-def _eps(*dtypes) -> float:
+def _eps(*dtypes: DTypeLike | None) -> float:
     """The largest machine epsilon among the real parts of ``dtypes``."""
     return max(float(np.finfo(np.dtype(d)).eps) for d in dtypes)
 
 
-def _random(xp, seed: int, shape, dtype):
+def _random(xp: Any, seed: int, shape: Any, dtype: DTypeLike) -> Any:
     """Uniform ``[0, 1)`` numbers of ``dtype`` drawn on the device of ``xp``."""
     return xp.random.default_rng(seed).random(shape).astype(dtype)
 
 
-def check_samples_independent(g: Callable, x: Any, y: Any, *, first_sample: int = 0) -> None:
+def check_samples_independent(g: Callable[..., Any], x: Any, y: Any, *, first_sample: int = 0) -> None:
     """Raise ``ValueError`` if ``g``'s output for a sample moves when only others move.
 
     ``g``: ``(N, n) -> (N, m)``, ``x``: ``(P, n)`` samples with values ``y = g(x)``
@@ -487,7 +505,7 @@ def check_samples_independent(g: Callable, x: Any, y: Any, *, first_sample: int 
 
 
 def check_complex_safe(
-    g: ArgumentMap | Callable, x, y, J, *, first_sample: int = 0, real: bool = False
+    g: ArgumentMap | Callable[..., Any], x: Any, y: Any, J: Any, *, first_sample: int = 0, real: bool = False
 ) -> None:
     """Raise :class:`NotComplexSafeError` unless the complex-step Jacobian ``J`` of ``g``
     agrees with central differences at every sample (see the module docstring).
@@ -505,7 +523,7 @@ def check_complex_safe(
     xp = namespace(x)
     open_ = xp.arange(x.shape[0])  # samples without a verdict yet
     flagged = xp.zeros(x.shape[0], dtype=bool)  # a disagreement seen, no agreement yet
-    worst: tuple | None = None  # (sample, output, error, allowed) of the largest failure
+    worst: tuple[Any, ...] | None = None  # (sample, output, error, allowed) of the largest failure
     step = _eps(x.dtype, y.dtype) ** (1 / 3)
     for level in range(SAFETY_LEVELS):
         error, allowed, described = _safety_level(g if level == 0 else _take(g, open_), x[open_], y[open_],
@@ -552,13 +570,13 @@ def check_complex_safe(
     )
 
 
-def _take(g, indices):
+def _take(g: Any, indices: Any) -> Any:
     """``g`` restricted to some samples: an :class:`ArgumentMap` selects its batched
     arguments; any other callable maps samples on their own already."""
     return g.take(indices) if isinstance(g, ArgumentMap) else g
 
 
-def _fit_weights(steps: tuple[float, float, float]) -> dict:
+def _fit_weights(steps: tuple[float, float, float]) -> dict[str, Any]:
     """The linear maps of the safety check's fits, for half differences at ``steps``.
 
     Odd part ``A(s) = s D + s^3 c``: ``D = wD . (A1, A2)``, ``c = wc . (A1, A2)``, the
@@ -586,7 +604,7 @@ SAFETY_STEPS = (1.0, math.sqrt(3.0), math.pi)
 _FIT = _fit_weights(SAFETY_STEPS)
 
 
-def _safety_level(g, x, y, J, step: float, seed: int):
+def _safety_level(g: Any, x: Any, y: Any, J: Any, step: float, seed: int) -> tuple[Any, Any, Any]:
     """``(error, allowed, described)``, each ``(d, P, m)``: the complex-step Jacobian ``J``
     against central differences along ``d`` random directions per sample, at relative step
     ``step``.
@@ -649,7 +667,7 @@ def _safety_level(g, x, y, J, step: float, seed: int):
     return error, allowed, (odd & even) | flat
 
 
-def _jacobian_times(J, u):
+def _jacobian_times(J: Any, u: Any) -> Any:
     """``J u`` per sample and direction: ``u`` ``(d, P, n)`` -> ``(d, P, m)``. ``J`` is
     ``(P, m, n)``, or a sparse stand-in with ``times`` (the colouring path's, which never
     builds the ``(m, n)`` matrix); either is indexed by samples (``J[indices]``)."""
@@ -658,7 +676,7 @@ def _jacobian_times(J, u):
     return namespace(u).matmul(J[None], u[..., None])[..., 0]
 
 
-def _abs_jacobian_times(J, v):
+def _abs_jacobian_times(J: Any, v: Any) -> Any:
     """``|J| v`` per sample: ``v`` ``(P, n)`` -> ``(P, m)`` (``J`` as in :func:`_jacobian_times`)."""
     if hasattr(J, "abs_times"):
         return J.abs_times(v)
@@ -695,14 +713,14 @@ class MemoryEstimate:
 
 
 def memory_estimate(
-    box: BlackBox, argnum: int, argnums: tuple, method: str, stored: dict | None = None
+    box: BlackBox, argnum: int, argnums: tuple[int, ...], method: str, stored: dict[int, int] | None = None
 ) -> MemoryEstimate:
     """The :class:`MemoryEstimate` of the Jacobian of ``box`` with respect to ``args[argnum]``.
 
     ``stored``: the entries kept per sample of the Jacobian with respect to each argument,
     ``{argnum: count}`` (a sparse Jacobian's ``nnz``); None keeps all ``m n_i``.
     """
-    x, batch, m = box.args[argnum], box.batch, _size(box.out_shape)
+    x, batch, m = box.args[argnum], box.batch, box.out_size
     n = _size(x.shape[1:])
 
     def entries(i: int) -> int:
@@ -759,7 +777,7 @@ def free_memory(x: Any) -> int | None:
         return None
 
 
-def _plan(box: BlackBox, argnum, argnums, method, chunk_size) -> Plan:
+def _plan(box: BlackBox, argnum: int, argnums: tuple[int, ...], method: str, chunk_size: int | None) -> Plan:
     """Columns per pass and samples per check block for ``args[argnum]``; ``MemoryError``
     before anything is allocated when the request does not fit in the free memory."""
     x = box.args[argnum]
@@ -793,17 +811,17 @@ def _plan(box: BlackBox, argnum, argnums, method, chunk_size) -> Plan:
 
 
 class _NoProgress:
-    def __enter__(self):
+    def __enter__(self) -> _NoProgress:
         return self
 
-    def __exit__(self, *exc):
-        return False
+    def __exit__(self, *exc: object) -> None:  # exceptions propagate
+        pass
 
-    def update(self, n=1):
+    def update(self, n: int = 1) -> None:
         pass
 
 
-def _progress_bar(passes: int, progress):
+def _progress_bar(passes: int, progress: bool | None) -> Any:
     """A tqdm bar over ``passes`` calls of ``f`` on stderr, or a stand-in that shows nothing.
 
     ``progress=None`` shows one only on a terminal, for at least ``PROGRESS_MIN_CHUNKS``
@@ -838,30 +856,30 @@ def _stderr_is_terminal() -> bool:
 # --------------------------------------------------------------------------------------
 
 
-def _is_array(a) -> bool:
+def _is_array(a: Any) -> bool:
     return hasattr(a, "shape") and hasattr(a, "dtype") and hasattr(a, "ndim")
 
 
-def _is_own_array(a) -> bool:
+def _is_own_array(a: Any) -> bool:
     """NumPy and CuPy arrays: the ones batchjac copies before ``f`` sees them."""
     return isinstance(a, np.ndarray) or framework_of(a) == "cupy"
 
 
-def _size(shape) -> int:
+def _size(shape: Iterable[Any]) -> int:
     return math.prod(int(d) for d in shape)
 
 
-def _nbytes(a) -> int:
+def _nbytes(a: Any) -> int:
     """Bytes of ``a`` as a contiguous array (a broadcast view counts in full)."""
     return _size(a.shape) * a.dtype.itemsize
 
 
-def _private(a):
+def _private(a: Any) -> Any:
     """A fresh copy of a NumPy/CuPy array (``f`` may write into it); anything else as it is."""
     return a.copy() if _is_own_array(a) else a
 
 
-def _repeat(a, reps: int):
+def _repeat(a: Any, reps: int) -> Any:
     """A fresh array of ``a`` repeated ``reps`` times along axis 0: ``(B, ...) -> (reps * B, ...)``."""
     xp = namespace(a)
     out = xp.empty((reps * a.shape[0], *a.shape[1:]), dtype=a.dtype)
@@ -869,7 +887,9 @@ def _repeat(a, reps: int):
     return out
 
 
-def _in_framework(f: Callable, args: tuple, f_framework: str | None) -> tuple[Callable, tuple]:
+def _in_framework(
+    f: Callable[..., Any], args: tuple[Any, ...], f_framework: str | None
+) -> tuple[Callable[..., Any], tuple[Any, ...]]:
     """``f`` as a function of NumPy/CuPy arrays, and ``args`` with PyTorch/JAX arrays taken
     as NumPy/CuPy views; ``f`` still receives arrays of its own framework (DLPack)."""
     found = {framework_of(a) for a in args} & set(_FOREIGN)
@@ -886,20 +906,20 @@ def _in_framework(f: Callable, args: tuple, f_framework: str | None) -> tuple[Ca
         return f, args
     convert = _to_torch if f_framework == "torch" else _to_jax
 
-    def f_in_framework(*arrays):
+    def f_in_framework(*arrays: Any) -> Any:
         return f(*(convert(a) if _is_own_array(a) else a for a in arrays))
 
     f_in_framework.__name__ = getattr(f, "__name__", "f")
     return f_in_framework, args
 
 
-def _to_torch(a):
+def _to_torch(a: Any) -> Any:
     import torch
 
     return torch.from_dlpack(a)
 
 
-def _to_jax(a):
+def _to_jax(a: Any) -> Any:
     import jax.numpy as jnp
 
     out = jnp.from_dlpack(a)
@@ -912,7 +932,7 @@ def _to_jax(a):
     return out
 
 
-def _batch_size(args, argnums) -> int:
+def _batch_size(args: Sequence[Any], argnums: Sequence[int]) -> int:
     """The common leading length ``B`` of the differentiated arguments, checked."""
     for i in argnums:
         a = args[i]

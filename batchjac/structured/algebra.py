@@ -72,11 +72,15 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple, Union
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Union
 
 import numpy as np
 
+from batchjac.backends.dispatch import select_backend
 from batchjac.structured.bracketing import estimated_entries, poly_value
+
+if TYPE_CHECKING:  # base imports this module: the type is only named here
+    from batchjac.structured.base import Jacobian
 
 IDENTITY_SCALES = ("one", "number", "per_sample")
 
@@ -94,9 +98,9 @@ class Kind(NamedTuple):
     ``Kronecker``: its factors' shapes and kinds; a ``BlockDiagonal``: its block shape).
     """
 
-    cls: type
+    cls: type[Jacobian]
     scale: str = "one"
-    detail: tuple = ()
+    detail: tuple[Any, ...] = ()
 
 
 class Poly(NamedTuple):
@@ -155,12 +159,12 @@ class Structure:
     10240
     """
 
-    kind: type
+    kind: type[Jacobian]
     batch: int
     out_size: int
     in_size: int
     scale: str = "one"
-    detail: tuple = ()
+    detail: tuple[Any, ...] = ()
     nnz: Union[int, float, None] = None
 
     def __post_init__(self) -> None:
@@ -275,27 +279,27 @@ COST_TERMS = ("result", "contraction", "left", "right", "pairs", "fallback", "co
 # The registry
 # --------------------------------------------------------------------------------------
 
-Declared = Union[type, Kind, Callable[[Structure, Structure], Union[type, Kind]]]
+Declared = Union["type[Jacobian]", Kind, Callable[[Structure, Structure], Union["type[Jacobian]", Kind]]]
 
 
 @dataclass(frozen=True)
 class Rule:
     """A registered product or sum rule for ``(left, right)`` operand types."""
 
-    left: type
-    right: type
-    compute: Callable
+    left: type[Jacobian]
+    right: type[Jacobian]
+    compute: Callable[..., Any]
     result: Callable[[Structure, Structure], Kind]
     cost: Callable[[Structure, Structure], Cost]
     priority: int = 0
-    label: Callable[[type, type], str] = lambda left, right: "?"
+    label: Callable[[type[Jacobian], type[Jacobian]], str] = lambda left, right: "?"
 
 
 def _as_kind(declared: Any) -> Kind:
     return declared if isinstance(declared, Kind) else Kind(declared)
 
 
-def _declaration(value: Any) -> Callable:
+def _declaration(value: Any) -> Callable[[Structure, Structure], Kind]:
     if callable(value) and not isinstance(value, type):
         return lambda J, K: _as_kind(value(J, K))
     return lambda J, K: _as_kind(value)
@@ -311,8 +315,8 @@ class _Registry:
     def __init__(self, name: str, commutative: bool):
         self.name = name
         self.commutative = commutative
-        self.rules: dict[tuple[type, type], Rule] = {}
-        self._resolved: dict[tuple[type, type], tuple[Rule, bool]] = {}
+        self.rules: dict[tuple[type[Jacobian], type[Jacobian]], Rule] = {}
+        self._resolved: dict[tuple[type[Jacobian], type[Jacobian]], tuple[Rule, bool]] = {}
 
     def add(self, rule: Rule) -> None:
         if (rule.left, rule.right) in self.rules:
@@ -320,7 +324,7 @@ class _Registry:
         self.rules[rule.left, rule.right] = rule
         self._resolved.clear()
 
-    def resolve(self, left: type, right: type) -> tuple[Rule, bool]:
+    def resolve(self, left: type[Jacobian], right: type[Jacobian]) -> tuple[Rule, bool]:
         """The rule for ``(left, right)`` and whether it takes the operands swapped (sums
         commute). The most specific applicable rule wins: one whose left and right types are
         both subclasses of another's is preferred; between rules neither of which is more
@@ -330,7 +334,7 @@ class _Registry:
             self._resolved[key] = self._most_specific(left, right)
         return self._resolved[key]
 
-    def _most_specific(self, left: type, right: type) -> tuple[Rule, bool]:
+    def _most_specific(self, left: type[Jacobian], right: type[Jacobian]) -> tuple[Rule, bool]:
         candidates = [
             (r, False) for (a, b), r in self.rules.items() if issubclass(left, a) and issubclass(right, b)
         ]
@@ -343,11 +347,11 @@ class _Registry:
         if not candidates:
             raise TypeError(f"{self.name}: no rule for {left.__name__} and {right.__name__}")
 
-        def types(c):
+        def types(c: tuple[Rule, bool]) -> tuple[type[Jacobian], type[Jacobian]]:
             rule, swapped = c
             return (rule.right, rule.left) if swapped else (rule.left, rule.right)
 
-        def dominates(c, d):
+        def dominates(c: tuple[Rule, bool], d: tuple[Rule, bool]) -> bool:
             (a1, b1), (a2, b2) = types(c), types(d)
             return issubclass(a1, a2) and issubclass(b1, b2) and (a1, b1) != (a2, b2)
 
@@ -364,10 +368,10 @@ PRODUCTS = _Registry("matmul", commutative=False)
 SUMS = _Registry("add", commutative=True)
 
 
-Label = Union[str, Callable[[type, type], str], None]
+Label = Union[str, Callable[["type[Jacobian]", "type[Jacobian]"], str], None]
 
 
-def _label(result: Any, label: Label) -> Callable[[type, type], str]:
+def _label(result: Any, label: Label) -> Callable[[type[Jacobian], type[Jacobian]], str]:
     if callable(label):
         return label
     if label is None:
@@ -378,8 +382,14 @@ def _label(result: Any, label: Label) -> Callable[[type, type], str]:
 
 
 def register_product(
-    left: type, right: type, *, result: Declared, cost: Any, priority: int = 0, label: Label = None
-) -> Callable:
+    left: type[Jacobian],
+    right: type[Jacobian],
+    *,
+    result: Declared,
+    cost: Any,
+    priority: int = 0,
+    label: Label = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``compute(ops, J, K) -> Jacobian`` as the rule for ``J @ K`` with ``J`` a
     ``left`` and ``K`` a ``right`` (or subclasses of them).
 
@@ -392,7 +402,7 @@ def register_product(
     """
     rule_label = _label(result, label)
 
-    def decorate(compute: Callable) -> Callable:
+    def decorate(compute: Callable[..., Any]) -> Callable[..., Any]:
         PRODUCTS.add(
             Rule(left, right, compute, _declaration(result), _cost_declaration(cost), priority, rule_label)
         )
@@ -402,13 +412,13 @@ def register_product(
 
 
 def register_sum(
-    left: type, right: type, *, result: Declared, priority: int = 0, label: Label = None
-) -> Callable:
+    left: type[Jacobian], right: type[Jacobian], *, result: Declared, priority: int = 0, label: Label = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``compute(ops, J, K) -> Jacobian`` as the rule for ``J + K`` (and ``K + J``:
     sums commute, the rule receives the operands in its declared order)."""
     rule_label = _label(result, label)
 
-    def decorate(compute: Callable) -> Callable:
+    def decorate(compute: Callable[..., Any]) -> Callable[..., Any]:
         SUMS.add(Rule(left, right, compute, _declaration(result), lambda J, K: FREE, priority, rule_label))
         return compute
 
@@ -429,9 +439,9 @@ def _check_batches(what: str, J: Any, K: Any) -> None:
 
 def backend_of(J: Any, K: Any) -> Any:
     """The backend serving a product or sum of ``J`` and ``K`` (checks they share a device)."""
-    return J._ops(
-        *K._arrays(),
-        names=("the left operand",) * len(J._arrays()) + ("the right operand",) * len(K._arrays()),
+    left, right = J._arrays(), K._arrays()
+    return select_backend(
+        *left, *right, names=("the left operand",) * len(left) + ("the right operand",) * len(right)
     )
 
 
@@ -529,7 +539,7 @@ def sum_structure(J: Structure, K: Structure) -> Structure:
 # --------------------------------------------------------------------------------------
 
 
-def _table(title: str, registry: _Registry, kinds: list) -> str:
+def _table(title: str, registry: _Registry, kinds: list[type[Jacobian]]) -> str:
     rows = [[title] + [k.__name__ for k in kinds]]
     for left in kinds:
         row = [left.__name__]
@@ -541,8 +551,8 @@ def _table(title: str, registry: _Registry, kinds: list) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
-def _kinds() -> list:
-    seen: dict = {}
+def _kinds() -> list[type[Jacobian]]:
+    seen: dict[type[Jacobian], None] = {}
     for a, b in list(PRODUCTS.rules) + list(SUMS.rules):
         for t in (a, b):
             if "profile" in t.__dict__:  # a concrete type, not the base class

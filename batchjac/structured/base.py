@@ -22,14 +22,15 @@ dispatch through :mod:`batchjac.structured.algebra`; ``np.asarray(J)`` densifies
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from batchjac.backends.dispatch import select_backend
 from batchjac.core.arrays import CPU, GPU, as_float_array, cupy_module, device_of, namespace, to_device
 from batchjac.structured import algebra
-from batchjac.structured.algebra import Structure
+from batchjac.structured.algebra import Kind, Profile, Structure
 
 
 def batch_size(batch: Any, name: str = "batch") -> int:
@@ -102,9 +103,59 @@ class Jacobian:
     batched_kinds = "either"  # its values vary along the batch: "always", "never" or "either"
     table_order = 99  # the row of the type in algebra's tables
 
+    # How a result of bj.jacobian was assembled, set there (absent on a Jacobian built by
+    # hand): an AssemblyPlan of batchjac.exact, a floor above this one (hence Any).
+    plan: Any
+
+    if TYPE_CHECKING:  # for the type checker only: each concrete type defines these class
+        # methods, and algebra's tables tell a concrete type from this base by `profile`
+
+        @classmethod
+        def profile(cls, kind: Kind) -> Profile: ...
+
+        @classmethod
+        def scaled_kind(cls, kind: Kind, per_sample: bool) -> Kind: ...
+
+    def _not_concrete(self) -> TypeError:
+        return TypeError(f"{type(self).__name__} is not a concrete Jacobian type")
+
     # Arrays this Jacobian stores, for device checks and backend selection.
-    def _arrays(self) -> tuple:
-        raise TypeError(f"{type(self).__name__} is not a concrete Jacobian type")
+    def _arrays(self) -> tuple[Any, ...]:
+        raise self._not_concrete()
+
+    # -- what every concrete type implements (see the module docstring) ----------------
+
+    def to_dense(self) -> Any:
+        """The dense form ``(B, m, n)``."""
+        raise self._not_concrete()
+
+    @property
+    def T(self) -> "Jacobian":
+        """The transpose of each sample, ``(B, n, m)``."""
+        raise self._not_concrete()
+
+    def astype(self, dtype: Any) -> "Jacobian":
+        """The same Jacobian with its values in ``dtype``."""
+        raise self._not_concrete()
+
+    def diagonal(self) -> Any:
+        """The main diagonal of each sample, ``(B, min(m, n))``."""
+        raise self._not_concrete()
+
+    def _slogdet(self) -> tuple[Any, Any]:
+        raise self._not_concrete()
+
+    def _apply_left(self, M: Any, ops: Any) -> Any:
+        raise self._not_concrete()
+
+    def _apply_right(self, M: Any, ops: Any) -> Any:
+        raise self._not_concrete()
+
+    def _matrix(self) -> Any:
+        raise self._not_concrete()
+
+    def _add_into(self, out: Any) -> None:
+        raise self._not_concrete()
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -112,7 +163,7 @@ class Jacobian:
 
     @property
     def dtype(self) -> Any:
-        raise TypeError(f"{type(self).__name__} is not a concrete Jacobian type")
+        raise self._not_concrete()
 
     @property
     def device(self) -> str:
@@ -200,11 +251,11 @@ class Jacobian:
         return self._scaled(None, c)
 
     def _scaled(self, number: Any, per_sample: Any) -> "Jacobian":
-        raise TypeError(f"{type(self).__name__} is not a concrete Jacobian type")
+        raise self._not_concrete()
 
     # -- views and products with vectors -------------------------------------------------
 
-    def _check_vector(self, v: Any, size: int, name: str) -> tuple:
+    def _check_vector(self, v: Any, size: int, name: str) -> tuple[Any, Any]:
         v = as_float_array(v, name)
         if v.shape != (self.batch, size):
             raise ValueError(f"{name}: expected shape ({self.batch}, {size}), got {tuple(v.shape)}")
@@ -230,7 +281,7 @@ class Jacobian:
         if self.out_size != self.in_size:
             raise ValueError(f"{what}: the Jacobian must be square, got shape {self.shape}")
 
-    def slogdet(self) -> tuple:
+    def slogdet(self) -> tuple[Any, Any]:
         """Sign and ``log|det J|`` of each square sample: ``(sign, logabsdet)``, each ``(B,)``.
 
         Matches ``numpy.linalg.slogdet`` of :meth:`to_dense` (a singular sample gives sign
@@ -241,7 +292,7 @@ class Jacobian:
 
     # -- behaving like an array where it is safe -----------------------------------------
 
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+    def __array__(self, dtype: Any = None, copy: Any = None) -> npt.NDArray[Any]:
         """``np.asarray(J)``: the dense ``(B, m, n)`` form, on the CPU only (a GPU Jacobian
         is not copied to the host behind the caller's back)."""
         if self.device != CPU:
@@ -268,7 +319,7 @@ class Jacobian:
         return self._batch_slice(slice(b, b + 1)).to_dense()[0]
 
     def _batch_slice(self, s: slice) -> "Jacobian":
-        raise TypeError(f"{type(self).__name__} is not a concrete Jacobian type")
+        raise self._not_concrete()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(shape={self.shape}, dtype={self.dtype}, device={self.device!r})"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -80,7 +80,7 @@ class BlockDiagonal(Jacobian):
     # -- structure -----------------------------------------------------------------------
 
     @property
-    def detail(self) -> tuple:
+    def detail(self) -> tuple[Any, ...]:
         return (self.count, self.block_rows, self.block_cols, self.blocks.ndim == 4)
 
     @classmethod
@@ -113,7 +113,7 @@ class BlockDiagonal(Jacobian):
 
     # -- storage -------------------------------------------------------------------------
 
-    def _arrays(self) -> tuple:
+    def _arrays(self) -> tuple[Any, ...]:
         return (self.blocks,)
 
     @property
@@ -177,7 +177,7 @@ class BlockDiagonal(Jacobian):
         )
         return xp.broadcast_to(d, (self.batch, t.shape[0])).astype(self.dtype, copy=True)
 
-    def _slogdet(self) -> tuple:
+    def _slogdet(self) -> tuple[Any, Any]:
         xp = self._xp()
         blocks = self.blocks if self.blocks.ndim == 4 else self.blocks[None]
         n_batch = blocks.shape[0]
@@ -219,7 +219,7 @@ def _generic(J: Structure, K: Structure) -> Kind:
     return Kind(Dense if J.batched or K.batched else Shared)
 
 
-def _as_blocks(K: Structure) -> tuple | None:
+def _as_blocks(K: Structure) -> tuple[int, int, int] | None:
     """``(S, p, q)`` when a structure is block-diagonal: a BlockDiagonal, or ``I_S (x) R``."""
     if K.kind is BlockDiagonal:
         return K.detail[:3]
@@ -234,7 +234,7 @@ def _blocks_of(J: Jacobian) -> Any:
     ``(B, 1, p, q)`` / ``(p, q)`` for the one block ``R`` of ``I_S (x) R`` (it broadcasts)."""
     if isinstance(J, BlockDiagonal):
         return J.blocks
-    R = J.right
+    R = cast(Kronecker, J).right  # else I_S (x) R, as _as_blocks says
     return R[:, None] if R.ndim == 3 else R
 
 
@@ -296,8 +296,12 @@ def _diagonal_product_cost(D: Structure, K: Structure) -> Cost:
     return SCALING if _as_blocks(K) or sparse_kind(K) else FALLBACK
 
 
-def _row_blocks(D: Diagonal, J: Jacobian) -> BlockDiagonal:
-    S, p = (J.count, J.block_rows) if isinstance(J, BlockDiagonal) else (J.left, _blocks_of(J).shape[-2])
+def _row_blocks(D: Diagonal, J: Jacobian) -> Any:
+    S, p = (
+        (J.count, J.block_rows)
+        if isinstance(J, BlockDiagonal)
+        else (cast(Kronecker, J).left, _blocks_of(J).shape[-2])
+    )
     return D.d.reshape(D.batch, S, p)
 
 
@@ -311,7 +315,11 @@ def _diagonal_times_blocks(ops: Any, D: Diagonal, J: Jacobian) -> Jacobian:
 
 
 def _col_blocks(J: Jacobian, D: Diagonal) -> Any:
-    S, q = (J.count, J.block_cols) if isinstance(J, BlockDiagonal) else (J.left, _blocks_of(J).shape[-1])
+    S, q = (
+        (J.count, J.block_cols)
+        if isinstance(J, BlockDiagonal)
+        else (cast(Kronecker, J).left, _blocks_of(J).shape[-1])
+    )
     return D.d.reshape(D.batch, S, q)
 
 

@@ -94,7 +94,7 @@ ORDERS = ("optimal", "forward", "reverse")
 
 # A bracketing: a factor's index in the chain (0 for the leftmost, J_L), or a pair of
 # bracketings multiplied left @ right.
-Bracketing = Union[int, tuple]
+Bracketing = Union[int, tuple[Any, Any]]  # (left, right): each a Bracketing
 
 
 def forward_bracketing(n: int) -> Bracketing:
@@ -124,7 +124,7 @@ def reverse_bracketing(n: int) -> Bracketing:
 def _name(tree: Bracketing, n: int) -> str:
     """``"((J3 J2) J1)"`` for ``((0, 1), 2)`` (iterative: chains may be deep)."""
     parts: list[str] = []
-    stack: list = [tree]
+    stack: list[Any] = [tree]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
@@ -174,7 +174,7 @@ class ChainPlan:
     :class:`Structure` of the product; ``factors`` those of ``J_L, ..., J_1``.
     """
 
-    factors: tuple
+    factors: tuple[Structure, ...]
     itemsize: int
     tree: Bracketing
     order: str
@@ -260,7 +260,7 @@ class _Kinds:
             table[a, b] = r
         return table
 
-    def profiles(self) -> dict:
+    def profiles(self) -> dict[str, np.ndarray]:
         """Per kind id: ``batched``, ``dense``, ``uses_nnz`` flags and the coefficient rows of
         ``stored``, ``apply``, ``entries`` (columns ``const, m, n, mn, nnz``)."""
         profiles = [profile_of(s.key) for s in self.examples]
@@ -287,7 +287,7 @@ class _Kinds:
         return coef, moves
 
 
-def _chain_tables(structures: Sequence[Structure]) -> tuple[dict, _Kinds]:
+def _chain_tables(structures: Sequence[Structure]) -> tuple[dict[str, np.ndarray], _Kinds]:
     """The per-sub-chain tables of :func:`batchjac.structured.bracketing.bracket` (filled by
     :func:`~batchjac.structured.bracketing.fold`), and the chain's kinds."""
     n = len(structures)
@@ -303,10 +303,10 @@ def _chain_tables(structures: Sequence[Structure]) -> tuple[dict, _Kinds]:
             ending.setdefault(kinds.product(a, right, int(dims[i]), int(dims[j + 1])), i)
         ending.setdefault(right, j)
         column = ending
-    distinct: dict[tuple, int] = {}
+    distinct: dict[tuple[Any, ...], int] = {}
     structure_id = [distinct.setdefault(_key(s), len(distinct)) for s in structures]
     profiles = kinds.profiles()
-    tables: dict = {
+    tables: dict[str, np.ndarray] = {
         "dims": dims,
         "factor": np.asarray(structure_id, dtype=np.int64),
         "sub_chain": np.zeros((n, n, 6), dtype=np.float64),
@@ -326,7 +326,12 @@ _FORCED = {"optimal": 0, "forward": 1, "reverse": 2}
 
 
 def _run(
-    tables: dict, coef: np.ndarray, moves: np.ndarray, order: str, best: tuple, split: np.ndarray
+    tables: dict[str, np.ndarray],
+    coef: np.ndarray,
+    moves: np.ndarray,
+    order: str,
+    best: tuple[np.ndarray, np.ndarray],
+    split: np.ndarray,
 ) -> None:
     """Run the programme for ``order`` into ``best`` (the array and its transpose) and
     ``split`` (each run writes every cell it reads, so they serve the three orders in turn)."""
@@ -340,7 +345,7 @@ def _run(
 
 def _tree(split: np.ndarray, n: int) -> Bracketing:
     """The bracketing of ``0..n-1`` recorded in ``split`` (built without recursion)."""
-    done: dict = {}
+    done: dict[tuple[int, int], Bracketing] = {}
     stack = [(0, n - 1)]
     while stack:
         i, j = stack[-1]
@@ -362,7 +367,7 @@ def _tree(split: np.ndarray, n: int) -> Bracketing:
 # A traced function or a training loop plans the same chain at every call, and a plan is
 # immutable: plans are kept by the factors' structures without their batch size.
 @functools.lru_cache(maxsize=512)
-def _plan_core(key: tuple) -> _Core:
+def _plan_core(key: tuple[tuple[Any, ...], ...]) -> _Core:
     structures = [Structure(kind, 0, m, n, scale, detail, nnz) for kind, scale, detail, m, n, nnz in key]
     n = len(structures)
     tables, kinds = _chain_tables(structures)
@@ -383,12 +388,12 @@ def _plan_core(key: tuple) -> _Core:
     return _Core(tree, _name(tree, n), costs["optimal"], costs["forward"], costs["reverse"], result)
 
 
-def _key(s: Structure) -> tuple:
+def _key(s: Structure) -> tuple[Any, ...]:
     return (s.kind, s.scale, s.detail, s.out_size, s.in_size, s.nnz)
 
 
 @functools.lru_cache(maxsize=512)
-def _plan(structures: tuple, itemsize: int) -> ChainPlan:
+def _plan(structures: tuple[Structure, ...], itemsize: int) -> ChainPlan:
     core = _plan_core(tuple(_key(s) for s in structures))
     batch = structures[0].batch
     flops, nbytes = core.optimal.at(batch, itemsize)
@@ -428,7 +433,7 @@ def product_cost(J: Structure, K: Structure, itemsize: int = 8) -> tuple[int, in
 # --------------------------------------------------------------------------------------
 
 
-def _check_adjacent(where: str, factors: Sequence) -> None:
+def _check_adjacent(where: str, factors: Sequence[Any]) -> None:
     """Adjacent factors must agree in size and all in batch; ``factors`` are ``J_L..J_1``."""
     n = len(factors)
     for i in range(n - 1):
@@ -444,12 +449,12 @@ def _check_adjacent(where: str, factors: Sequence) -> None:
             )
 
 
-def _require_factors(where: str, factors: Sequence) -> None:
+def _require_factors(where: str, factors: Sequence[Any]) -> None:
     if len(factors) == 0:
         raise ValueError(f"{where}: expected at least one factor, got none")
 
 
-def plan_chain_descriptors(descriptors: Sequence, itemsize: int = 8) -> ChainPlan:
+def plan_chain_descriptors(descriptors: Sequence[Any], itemsize: int = 8) -> ChainPlan:
     """Plan the product ``J_L ... J_1`` from structures alone, without arrays.
 
     ``descriptors`` lists the factors left to right (``J_L`` first, ``J_1`` last), each a
@@ -473,7 +478,7 @@ def plan_chain_descriptors(descriptors: Sequence, itemsize: int = 8) -> ChainPla
     return _plan(structures, int(itemsize))
 
 
-def _check_jacobians(where: str, Js: Sequence) -> None:
+def _check_jacobians(where: str, Js: Sequence[Any]) -> None:
     _require_factors(where, Js)
     for i, J in enumerate(Js):
         if not isinstance(J, Jacobian):
@@ -513,7 +518,7 @@ def chain_plan(*Js: Jacobian) -> ChainPlan:
 def _multiply(tree: Bracketing, Js: Sequence[Jacobian]) -> Jacobian:
     """The product of ``Js`` in the bracketing ``tree`` (post-order, without recursion)."""
     results: list[Jacobian] = []
-    stack: list = [tree]
+    stack: list[Any] = [tree]
     while stack:
         item = stack.pop()
         if isinstance(item, int):
@@ -558,7 +563,7 @@ def _check_vector(where: str, x: Any, batch: int, size: int, name: str, factor: 
     return x
 
 
-def _factor_list(where: str, Js: Any) -> list:
+def _factor_list(where: str, Js: Any) -> list[Any]:
     if isinstance(Js, Jacobian) or not isinstance(Js, (list, tuple)):
         raise TypeError(f"{where}: Js must be a list of Jacobians [J_L, ..., J_1], got {type(Js).__name__}")
     _check_jacobians(where, Js)

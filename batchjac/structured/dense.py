@@ -32,7 +32,7 @@ class Dense(Jacobian):
     def profile(cls, kind: Kind) -> Profile:
         return Profile(batched=True, stored=MN, apply=MN, entries=MN)
 
-    def _arrays(self) -> tuple:
+    def _arrays(self) -> tuple[Any, ...]:
         return (self.a,)
 
     @property
@@ -81,7 +81,7 @@ class Dense(Jacobian):
         """The main diagonal of each sample, ``(B, min(m, n))``, as a new array."""
         return self.a.diagonal(axis1=1, axis2=2).copy()
 
-    def _slogdet(self) -> tuple:
+    def _slogdet(self) -> tuple[Any, Any]:
         return self._ops().slogdet(self.a)
 
 

@@ -51,7 +51,7 @@ class Diagonal(Jacobian):
     def scaled_kind(cls, kind: Kind, per_sample: bool) -> Kind:
         return kind
 
-    def _arrays(self) -> tuple:
+    def _arrays(self) -> tuple[Any, ...]:
         return (self.d,)
 
     @property
@@ -80,7 +80,8 @@ class Diagonal(Jacobian):
     def _jvp(self, v: Any, ops: Any) -> Any:
         return self.d * v
 
-    _vjp = _jvp
+    def _vjp(self, u: Any, ops: Any) -> Any:
+        return self.d * u  # diag(d) is its own transpose
 
     def _apply_left(self, M: Any, ops: Any) -> Any:
         return ops.scale_rows(self.d, M)
@@ -95,7 +96,7 @@ class Diagonal(Jacobian):
         """The stored diagonal ``d`` itself (not a copy), ``(B, n)``."""
         return self.d
 
-    def _slogdet(self) -> tuple:
+    def _slogdet(self) -> tuple[Any, Any]:
         xp = self._xp()
         sign = xp.prod(xp.sign(self.d), axis=1) + 0.0  # + 0.0: a singular sample's -0.0 becomes 0.0
         with np.errstate(divide="ignore"):

@@ -129,10 +129,10 @@ class Gather(Sparse):
         )
 
     @functools.cached_property
-    def values(self) -> Any:  # type: ignore[override]
+    def values(self) -> Any:
         return self._xp().full(self.out_size, self.scale, dtype=self._dtype)
 
-    def _arrays(self) -> tuple:
+    def _arrays(self) -> tuple[Any, ...]:
         return (self.index,)
 
     @property

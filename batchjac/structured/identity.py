@@ -45,6 +45,7 @@ class Identity(Diagonal):
 
     table_order = 3
     batched_kinds = "either"
+    scale: Any  # a Python float, or a (B,) array (per-sample scales)
 
     def __init__(self, n: Any, batch: Any, scale: Any = 1, *, dtype: Any = None, device: str = CPU):
         self.out_size = self.in_size = batch_size(n, "n")
@@ -109,7 +110,7 @@ class Identity(Diagonal):
         """True for the plain identity (scale 1): a product with it changes nothing."""
         return not self.per_sample and self.scale == 1.0
 
-    def _arrays(self) -> tuple:
+    def _arrays(self) -> tuple[Any, ...]:
         return (self.scale,) if self.per_sample else ()
 
     @property
@@ -165,7 +166,8 @@ class Identity(Diagonal):
     def _jvp(self, v: Any, ops: Any) -> Any:
         return v * self.scale_column()
 
-    _vjp = _jvp
+    def _vjp(self, u: Any, ops: Any) -> Any:
+        return u * self.scale_column()  # s I is its own transpose
 
     def _apply_left(self, M: Any, ops: Any) -> Any:
         return M * (self.scale[:, None, None] if self.per_sample else self.scale)
@@ -179,7 +181,7 @@ class Identity(Diagonal):
         """``(B, n)`` filled with the scale."""
         return self.scale_vector().astype(self.dtype)
 
-    def _slogdet(self) -> tuple:
+    def _slogdet(self) -> tuple[Any, Any]:
         xp = self._xp_for_device()
         scale = (
             self.scale.astype(self.dtype, copy=False)
@@ -244,7 +246,7 @@ def _identity_identity_cost(I: Any, K: Any) -> Any:
 
 
 @register_product(Identity, Identity, result=_identity_kind, cost=_identity_identity_cost, label="<-")
-def _identity_times_identity(ops: Any, I: Identity, K: Identity) -> Identity:
+def _identity_times_identity(ops: Any, I: Identity, K: Identity) -> Jacobian:
     if I.is_unit or K.is_unit:
         return K if I.is_unit else I
     return _times_identity(K, I)

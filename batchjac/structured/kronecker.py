@@ -56,7 +56,7 @@ def _tag(F: Any) -> str:
     return IDENTITY if isinstance(F, int) else (SHARED if F.ndim == 2 else PER_SAMPLE)
 
 
-def _describe(F: Any) -> tuple:
+def _describe(F: Any) -> tuple[Any, ...]:
     return (*_shape(F), _tag(F))
 
 
@@ -82,7 +82,7 @@ def _per_sample_matrix(F: Any, B: int) -> Any:
     return F.reshape(B, 1, *F.shape[-2:]) if F.ndim == 3 else F
 
 
-def _fold_side(detail: tuple) -> int:
+def _fold_side(detail: tuple[Any, ...]) -> int:
     """Which factor takes a scale: a matrix before an identity, the smaller of two alike
     (the right one on a tie). 0: left, 1: right."""
     (pl, ql, tl), (pr, qr, tr) = detail
@@ -136,7 +136,7 @@ class Kronecker(Jacobian):
     # -- structure -----------------------------------------------------------------------
 
     @property
-    def detail(self) -> tuple:
+    def detail(self) -> tuple[Any, ...]:
         return (_describe(self.left), _describe(self.right))
 
     @classmethod
@@ -177,7 +177,7 @@ class Kronecker(Jacobian):
 
     # -- storage -------------------------------------------------------------------------
 
-    def _arrays(self) -> tuple:
+    def _arrays(self) -> tuple[Any, ...]:
         return tuple(F for F in (self.left, self.right) if not isinstance(F, int))
 
     @property
@@ -280,7 +280,7 @@ class Kronecker(Jacobian):
         d = entries(self.left, i, j) * entries(self.right, k, l)
         return xp.broadcast_to(d, (self.batch, t.shape[0])).astype(self.dtype, copy=True)
 
-    def _slogdet(self) -> tuple:
+    def _slogdet(self) -> tuple[Any, Any]:
         """``det(L (x) R) = det(L)^{p_R} det(R)^{p_L}`` for square factors; with non-square
         factors the product is rank deficient (sign 0, ``-inf``)."""
         xp = self._xp()
@@ -290,7 +290,7 @@ class Kronecker(Jacobian):
             return zeros, xp.full(self.batch, -np.inf, dtype=self.dtype)
         ops = self._ops()
 
-        def factor_slogdet(F: Any) -> tuple:
+        def factor_slogdet(F: Any) -> tuple[Any, Any]:
             if isinstance(F, int):
                 return 1.0, 0.0
             sign, logabsdet = ops.slogdet(F if F.ndim == 3 else F[None])
@@ -423,7 +423,7 @@ register_product(
 # -- sums --------------------------------------------------------------------------------
 
 
-def _shared_identity(a: tuple, b: tuple, side: int) -> bool:
+def _shared_identity(a: tuple[Any, ...], b: tuple[Any, ...], side: int) -> bool:
     """Both Kronecker products have the same identity factor on ``side`` and factors of equal
     shapes on the other: ``I (x) R1 + I (x) R2 = I (x) (R1 + R2)`` (and mirrored)."""
     other = 1 - side

@@ -57,7 +57,7 @@ class Shared(Jacobian):
     def scaled_kind(cls, kind: Kind, per_sample: bool) -> Kind:
         return Kind(Dense) if per_sample else kind
 
-    def _arrays(self) -> tuple:
+    def _arrays(self) -> tuple[Any, ...]:
         return (self.A,)
 
     @property
@@ -111,7 +111,7 @@ class Shared(Jacobian):
         out[...] = xp.diagonal(self.A)
         return out
 
-    def _slogdet(self) -> tuple:
+    def _slogdet(self) -> tuple[Any, Any]:
         sign, logabsdet = self._ops().slogdet(self.A[None])
         xp = self._xp()
         return xp.broadcast_to(sign, (self.batch,)).copy(), xp.broadcast_to(logabsdet, (self.batch,)).copy()
@@ -126,7 +126,7 @@ def _generic_kind(J: Any, K: Any) -> type:
     return Dense if J.batched or K.batched else Shared
 
 
-def _generic_label(left: type, right: type) -> str:
+def _generic_label(left: type[Jacobian], right: type[Jacobian]) -> str:
     kinds = {left.batched_kinds, right.batched_kinds}
     if "always" in kinds:
         return "Dense"

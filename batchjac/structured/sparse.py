@@ -141,6 +141,12 @@ class Sparse(Jacobian):
     table_order = 5
     batched_kinds = "either"
 
+    # Set on a numerical Jacobian by column colouring (batchjac.numerical.coloring, a floor
+    # above; absent otherwise): the colouring, its number of colours, the evaluations of f.
+    coloring: Any
+    colors: int
+    evaluations: int
+
     def __init__(self, indptr: Any, indices: Any, values: Any, *, in_size: Any = None, batch: Any = None):
         indptr = _index_array(indptr, "indptr")
         indices = _index_array(indices, "indices")
@@ -223,7 +229,7 @@ class Sparse(Jacobian):
     def nnz(self) -> int:
         return self.pattern.nnz
 
-    def _arrays(self) -> tuple:
+    def _arrays(self) -> tuple[Any, ...]:
         return (self.pattern.indptr, self.pattern.indices, self.values)
 
     @property
@@ -315,7 +321,7 @@ class Sparse(Jacobian):
         xp.add.at(out, (slice(None), rows), self._batched_values()[:, on_diagonal])
         return out
 
-    def _slogdet(self) -> tuple:
+    def _slogdet(self) -> tuple[Any, Any]:
         if self._xp() is np and _splu() is not None:
             return _sparse_lu_slogdet(self)
         # CuPy has no batched sparse LU: the determinant is taken of the dense form.
@@ -364,7 +370,7 @@ def lu_factor_or_none(S: Sparse, values: Any) -> Any:
         return None
 
 
-def _sparse_lu_slogdet(S: Sparse) -> tuple:
+def _sparse_lu_slogdet(S: Sparse) -> tuple[Any, Any]:
     distinct = S.values if S.values.ndim == 2 else S.values[None]
     sign = np.zeros(distinct.shape[0], dtype=S.dtype)
     logabsdet = np.full(distinct.shape[0], -np.inf, dtype=S.dtype)
@@ -399,11 +405,13 @@ def as_sparse(J: Jacobian) -> Sparse | None:
 _SPARSE_KINDS: dict[type, Callable[[Kind], Optional[Kind]]] = {}
 
 
-def register_sparse_form(cls: type, kind: Callable[[Kind], Optional[Kind]]) -> Callable:
+def register_sparse_form(
+    cls: type, kind: Callable[[Kind], Optional[Kind]]
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``convert(J) -> Sparse | None`` as the sparse form of type ``cls``, and ``kind``,
     the :class:`Kind` of that form for a structure's kind (None: no sparse form)."""
 
-    def decorate(convert: Callable) -> Callable:
+    def decorate(convert: Callable[..., Any]) -> Callable[..., Any]:
         as_sparse.register(cls)(convert)
         _SPARSE_KINDS[cls] = kind
         return convert
@@ -531,7 +539,7 @@ def _sparse_plus_sparse(ops: Any, S: Sparse, T: Sparse) -> Sparse:
 
 @register_sum(Sparse, Diagonal, result=_sparse_result, label="Sparse")
 def _sparse_plus_diagonal(ops: Any, S: Sparse, D: Diagonal) -> Sparse:
-    return sparse_sum(ops, S, as_sparse(D))
+    return sparse_sum(ops, S, _sparse_form(D))
 
 
 def _plus_identity_kind(S: Structure, I: Structure) -> Kind:
@@ -549,11 +557,19 @@ def _identity_of_dtype(I: Identity, partner: Jacobian) -> Identity:
     return I.astype(partner.dtype) if I.is_weak else I
 
 
+def _sparse_form(J: Jacobian) -> Sparse:
+    """``as_sparse(J)`` where the rule's declaration (:func:`sparse_kind`) promised one."""
+    S = as_sparse(J)
+    if S is None:
+        raise TypeError(f"{type(J).__name__} {J.shape} has no sparse form")
+    return S
+
+
 def sparse_forms_product(ops: Any, J: Jacobian, K: Jacobian) -> Sparse:
     """``J @ K`` through both operands' sparse forms."""
-    return sparse_product(ops, as_sparse(J), as_sparse(K))
+    return sparse_product(ops, _sparse_form(J), _sparse_form(K))
 
 
 def sparse_forms_sum(ops: Any, J: Jacobian, K: Jacobian) -> Sparse:
     """``J + K`` through both operands' sparse forms."""
-    return sparse_sum(ops, as_sparse(J), as_sparse(K))
+    return sparse_sum(ops, _sparse_form(J), _sparse_form(K))

@@ -145,3 +145,36 @@ def test_reverse_products_through_a_repeated_index_grow_linearly(rng):
     W = rng.standard_normal((2, 6))
     f = lambda x: np.tanh(x[:, index]) @ W.T  # noqa: E731
     assert_close(bj.jacobian(f, x), bj.jacobian(f, x, method="complex-step"), rtol=1e-12)
+
+
+def _long_chain(q):
+    """A long program of small values (a 4 x 4 product of rotations per joint): its values
+    and local Jacobians take many times the bytes of its (B, 12, 4) Jacobian."""
+    T = None
+    for i in range(4):
+        c, s = np.cos(q[:, i]), np.sin(q[:, i])
+        zero, one = 0.0 * c, 0.0 * c + 1.0
+        A = np.stack([
+            np.stack([c, -s, zero, 0.3 * c], axis=-1),
+            np.stack([s, c, zero, 0.3 * s], axis=-1),
+            np.stack([zero, zero, one, zero + 0.1], axis=-1),
+            np.stack([zero, zero, zero, one], axis=-1),
+        ], axis=1)  # fmt: skip
+        T = A if T is None else T @ A
+    return np.concatenate([T[:, :3, 3], T[:, :3, :3].reshape(len(q), 9)], axis=-1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_long_program_runs_in_passes_whose_working_set_is_bounded(rng, monkeypatch, dtype):
+    from batchjac import engine
+
+    q = rng.uniform(-np.pi, np.pi, (1500, 4)).astype(dtype)
+    whole = bj.jacobian(_long_chain, q, method="exact", fuse=False)
+    monkeypatch.setattr(engine, "WORKING_SET", 64 << 10)  # scaled down with the batch
+    monkeypatch.setattr(engine, "MIN_PASS", 16)
+    peak, J = _peak(lambda: bj.jacobian(_long_chain, q, method="exact", fuse=False))
+    assert peak <= 4 * J.nbytes
+    np.testing.assert_array_equal(J, whole)  # a sample's arithmetic does not depend on its pass
+    small = q[:5].astype(np.float64)
+    reference = bj.jacobian(_long_chain, small, method="complex-step")
+    assert_close(J[:5], reference, rtol=1e-5 if dtype == np.float32 else 1e-12)

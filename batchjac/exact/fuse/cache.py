@@ -22,16 +22,21 @@ import os
 import sys
 import tempfile
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
-from batchjac.core.config import cache_dir
+from batchjac.core.config import CACHE_ENV, cache_dir
 from batchjac.exact.fuse.codegen import Signature, module_source
+from batchjac.exact.ir import Program, Var
 
 # Part of every key with the sources' digest: bump it to retire every kernel on disk.
 GENERATOR_VERSION = 5
 
-_KERNELS: dict = {}
+_KERNELS: dict = {}  # (key, path) -> Kernel
+_RECENT: dict = {}  # (program hash, wrt, mode, target, $BATCHJAC_CACHE_DIR) -> Kernel
 _LOCK = threading.Lock()
 
 
@@ -76,14 +81,21 @@ def kernel_path(key: str) -> Path:
     return cache_dir("kernels") / f"fused_{key}.py"
 
 
-def get_kernel(program, wrt, lowered, target: str) -> Kernel:
+def get_kernel(program: Program, wrt: Sequence[Var], lowered: Any, target: str) -> Kernel:
     """The kernel of ``lowered`` (a :class:`~batchjac.exact.fuse.plan.Lowered`) for ``target``:
     from memory, else from the disk cache, else generated and written there."""
+    # a hit costs a dictionary look-up (no digest, no path): the key holds the cache folder
+    # setting, so that another folder is another kernel
+    fast_key = (program.hash, tuple(v.index for v in wrt), lowered.mode, target, os.environ.get(CACHE_ENV))
+    found = _RECENT.get(fast_key)
+    if found is not None:
+        return found
     key = kernel_key(program.hash, tuple(v.index for v in wrt), lowered.mode, target, lowered.tape.dtype.name)
     path = kernel_path(key)
     memory_key = (key, str(path))
     found = _KERNELS.get(memory_key)
     if found is not None:
+        _RECENT[fast_key] = found
         return found
     with _LOCK:
         found = _KERNELS.get(memory_key)
@@ -102,6 +114,7 @@ def get_kernel(program, wrt, lowered, target: str) -> Kernel:
             generated.statements,
         )
         _KERNELS[memory_key] = found
+        _RECENT[fast_key] = found
         return found
 
 
@@ -117,11 +130,13 @@ def _write(path: Path, source: str) -> None:
         raise
 
 
-def _import(path: Path, name: str):
+def _import(path: Path, name: str) -> ModuleType:
     existing = sys.modules.get(name)
     if existing is not None and getattr(existing, "__file__", None) == str(path):
         return existing
     spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:  # a .py path always has a loader
+        raise ImportError(f"cannot load the kernel module {path}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # numba's cache locates functions through their module
     try:
@@ -135,3 +150,4 @@ def _import(path: Path, name: str):
 def clear_memory() -> None:
     """Forget the kernels held in memory (the disk cache stays); for tests."""
     _KERNELS.clear()
+    _RECENT.clear()

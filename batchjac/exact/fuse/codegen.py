@@ -25,16 +25,18 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
-from batchjac.exact.fuse.lower import SUM_CHUNK, Tape, is_name
+from batchjac.exact.fuse.lower import SUM_CHUNK, Load, Tape, is_name
 from batchjac.exact.fuse.scalar import MINUS_ONE, ONE, constant
 
 FORWARD, REVERSE, ELEMENTWISE = "forward", "reverse", "elementwise"
 CPU, CUDA = "cpu", "cuda"
 
 
-def bits(mask: int):
+def bits(mask: int) -> Iterator[int]:
     """The positions of the set bits of ``mask``, increasing."""
     while mask:
         low = mask & -mask
@@ -129,7 +131,7 @@ class Emitter:
         self.lines: list = []
         self._count = 0
         self.work = 0  # iterations of the loops emitted (their bodies are one statement each)
-        self.calls = {}
+        self.calls: dict[str, str] = {}  # argument -> the function called on it
         for node in analysis.live:
             for line in node.lines:
                 found = _CALL_LINE.match(line)
@@ -143,8 +145,9 @@ class Emitter:
         return _CALL.sub(lambda m: self.calls.get(m.group(0), m.group(0)), partial)
 
     def fresh(self, prefix: str) -> str:
+        # An underscore keeps these names apart from the lowering's own (t1, p2, q3, ...).
         self._count += 1
-        return f"{prefix}{self._count}"
+        return f"_{prefix}{self._count}"
 
     def text(self, term: str) -> str:
         """A term as code (markers become typed constants)."""
@@ -239,7 +242,7 @@ class Emitter:
         return contributions
 
     # -- stores --------------------------------------------------------------------------
-    def store_sample(self, jacobian) -> None:
+    def store_sample(self, jacobian: Callable[[Any, int, int], Any]) -> None:
         """``y[b, r]`` and ``J<i>[b, r, c]`` (zeros written too) from ``jacobian(ref, r,
         column)`` (a term list, a reference, or None for a structural zero). Each store is
         a statement numba types and lowers, so blocks are written by loops: a Jacobian whose
@@ -308,7 +311,7 @@ class Emitter:
         self.work += m * n
         return set(positions)
 
-    def _entry(self, found) -> str:
+    def _entry(self, found: Any) -> str:
         if found is None:
             return constant(0, self.dtype)
         if isinstance(found, list):
@@ -316,7 +319,7 @@ class Emitter:
         return self.text(found)
 
 
-def _affine_fit(positions: dict):
+def _affine_fit(positions: dict) -> tuple[int, int, int] | None:
     """``(base, sr, sc)`` with ``index == base + r * sr + c * sc`` for every ``(r, c) ->
     index`` of ``positions``, or None."""
     rows, columns = defaultdict(list), defaultdict(list)
@@ -356,9 +359,10 @@ class Signature:
     arguments: list
 
 
-def _array_arguments(tape: Tape, analysis: Analysis):
+def _array_arguments(tape: Tape, analysis: Analysis) -> tuple[list[tuple[Any, ...]], list[str]]:
     used = {tape.loads[name].array for name in analysis.loads} | tape.direct_arrays
-    arguments, names = [], []
+    arguments: list[tuple[Any, ...]] = []
+    names: list[str] = []
     for array, kind, position, _ in tape.arrays:
         if array in used:
             arguments.append((kind, position))
@@ -369,13 +373,13 @@ def _array_arguments(tape: Tape, analysis: Analysis):
     return arguments, names
 
 
-def _load_line(name: str, load) -> str:
+def _load_line(name: str, load: Load) -> str:
     if load.batched:
         return f"{name} = {load.array}[b, {load.index}]"
     return f"{name} = {load.array}[{load.index}]"
 
 
-def sample_body(tape: Tape, analysis: Analysis, mode: str):
+def sample_body(tape: Tape, analysis: Analysis, mode: str) -> tuple[Any, ...]:
     """``(source of sample(b, ...), Signature, statements, work)`` (:func:`work`)."""
     emitter = Emitter(tape, analysis)
     emitter.lines += [_load_line(name, tape.loads[name]) for name in analysis.loads]
@@ -394,7 +398,7 @@ def sample_body(tape: Tape, analysis: Analysis, mode: str):
     return _function(head, emitter.lines), Signature(arguments), len(emitter.lines), work(emitter)
 
 
-def element_body(tape: Tape, analysis: Analysis):
+def element_body(tape: Tape, analysis: Analysis) -> tuple[Any, ...]:
     """``(source of element(...) -> (value, d0, d1, ...), statements)`` for an element-wise
     (flat) tape, forward mode."""
     emitter = Emitter(tape, analysis)
@@ -537,7 +541,9 @@ class Generated:
     statements: int
 
 
-def module_source(tape: Tape, analysis: Analysis, mode: str, target: str, title: str, body=None) -> Generated:
+def module_source(
+    tape: Tape, analysis: Analysis, mode: str, target: str, title: str, body: Any = None
+) -> Generated:
     """The module: header, helpers, the body (``@body_jit``), ``kernel`` (``@kernel_jit``)
     and, on the CPU, ``serial_kernel``: the same loop without threads, for calls too small to
     pay for waking them. ``body``: the body's source when generated before (the planner
@@ -576,7 +582,9 @@ def _sample_kernels(tape: Tape, analysis: Analysis, loops: dict) -> dict:
     }
 
 
-def _element_kernels(tape: Tape, analysis: Analysis, loops: dict):
+def _element_kernels(
+    tape: Tape, analysis: Analysis, loops: dict[str, str]
+) -> tuple[dict[str, str], Signature]:
     """``name(total, n, arrays..., y, D0, ...)`` for each loop: ``total = B * n`` entries;
     shared scalars and literals are read before the loop."""
     n = tape.output.size

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from batchjac.core.arrays import device_of
-from batchjac.core.errors import BackendUnavailableError, DeviceMismatchError
+from batchjac.core.errors import BackendUnavailableError, DeviceMismatchError, NotFusableError
 from batchjac.exact.fuse.cache import get_kernel
-from batchjac.exact.fuse.codegen import CPU, CUDA, ELEMENTWISE
+from batchjac.exact.fuse.codegen import CPU, CUDA, ELEMENTWISE, Signature
 from batchjac.exact.fuse.lower import literal_operands
 from batchjac.exact.fuse.plan import FusionDecision, lowered, plan_fusion
 from batchjac.exact.ir import Program, Var
 from batchjac.structured.types import Dense, Diagonal, Jacobian
 
-# A CPU call with less work than this (operations over the batch, ~50 µs on one core) runs
-# without threads: waking the thread pool costs more, and milliseconds on a busy machine.
-PARALLEL_WORK = 50_000
+# A CPU call with less work than this (operations over the batch, ~0.1-0.2 ms on one core)
+# runs without threads: waking the thread pool costs tens of microseconds, milliseconds on
+# a busy machine.
+PARALLEL_WORK = 200_000
 _CPU_BACKENDS = ("cpu", "numpy")
 _GPU_BACKENDS = ("cuda", "numba", "cupy")
 
@@ -61,7 +64,7 @@ def fused_value_and_jacobians(
     target = _target([*inputs, *consts], backend)
     decision = plan_fusion(program, wrt, batch, program.outputs[0].dtype, "gpu" if target == CUDA else "cpu")
     if not decision.fusable:
-        raise ValueError(f"fused_value_and_jacobians: the program is not fusable: {decision.reason}")
+        raise NotFusableError(f"fused_value_and_jacobians: the program is not fusable: {decision.reason}")
     found = lowered(program, wrt)
     kernel = get_kernel(program, wrt, found, target)
     device = _Device(target, [*inputs, *consts])
@@ -76,7 +79,14 @@ def fused_value_and_jacobians(
     return value, jacobians, decision
 
 
-def _arguments(program: Program, inputs, consts, signature, device, flat: bool) -> list:
+def _arguments(
+    program: Program,
+    inputs: Sequence[Any],
+    consts: Sequence[Any],
+    signature: Signature,
+    device: _Device,
+    flat: bool,
+) -> list:
     """The kernel's array arguments, in its order: batched ones ``(B, size)`` (flat: one
     axis), shared ones flat, the literals' values."""
     values = {("input", i): (a, v) for i, (a, v) in enumerate(zip(inputs, program.inputs))}
@@ -94,7 +104,15 @@ def _arguments(program: Program, inputs, consts, signature, device, flat: bool) 
     return found
 
 
-def _run_samples(function, device, output, arguments, count_wrt, sizes, batch):
+def _run_samples(
+    function: Any,
+    device: _Device,
+    output: Var,
+    arguments: list[Any],
+    count_wrt: int,
+    sizes: Sequence[int],
+    batch: int,
+) -> tuple[Any, list[Jacobian]]:
     """One sample per iteration (thread): ``y (B, m)``, ``J_i (B, m, n_i)``. An output shared
     by the batch is computed once per sample all the same (its Jacobians are per sample)."""
     count = batch if output.batched else max(batch, 1)
@@ -106,7 +124,15 @@ def _run_samples(function, device, output, arguments, count_wrt, sizes, batch):
     return value, [Dense(J[:batch]) for J in jacobians]
 
 
-def _run_elementwise(function, device, output, arguments, count_wrt, sizes, batch):
+def _run_elementwise(
+    function: Any,
+    device: _Device,
+    output: Var,
+    arguments: list[Any],
+    count_wrt: int,
+    sizes: Sequence[int],
+    batch: int,
+) -> tuple[Any, list[Jacobian]]:
     """One entry per iteration (thread) over all ``B * n``: the value and each diagonal."""
     n = output.size
     total = batch * n
@@ -116,7 +142,7 @@ def _run_elementwise(function, device, output, arguments, count_wrt, sizes, batc
     return y.reshape(batch, *output.shape), [Diagonal(d.reshape(batch, n)) for d in diagonals]
 
 
-def _target(arrays, backend) -> str:
+def _target(arrays: Sequence[Any], backend: str | None) -> str:
     devices = {device_of(a) for a in arrays if hasattr(a, "shape")}
     if len(devices) > 1:
         raise DeviceMismatchError(
@@ -144,7 +170,7 @@ def _target(arrays, backend) -> str:
     )
 
 
-def _check_shapes(program: Program, inputs, consts, batch: int) -> None:
+def _check_shapes(program: Program, inputs: Sequence[Any], consts: Sequence[Any], batch: int) -> None:
     for label, variables, values in (("input", program.inputs, inputs), ("const", program.consts, consts)):
         if len(values) != len(variables):
             raise ValueError(
@@ -159,10 +185,52 @@ def _check_shapes(program: Program, inputs, consts, batch: int) -> None:
                 )
 
 
+# Large CPU outputs come from a small pool of buffers, each reused once every array made
+# from it has been dropped by the caller: a fresh buffer costs the kernel a page fault and
+# the operating system's zeroing of every page it writes (as much time again as writing a
+# Jacobian at the memory bandwidth; JAX and PyTorch keep caching allocators for the same
+# reason). Results never share memory with anything the caller holds.
+POOL_MINIMUM_BYTES = 4 << 20
+POOL_MAXIMUM_BYTES = 1 << 30
+POOL_BUFFERS = 8
+_POOL: list = []  # raw uint8 buffers, oldest first
+
+
+def pooled_empty(shape: Any, dtype: Any) -> np.ndarray:
+    """An uninitialised array of ``shape`` and ``dtype`` (NumPy), from the pool when large.
+
+    >>> a = pooled_empty((1024, 1024), np.float64); a.shape, a.dtype.name
+    ((1024, 1024), 'float64')
+    """
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if nbytes < POOL_MINIMUM_BYTES:
+        return np.empty(shape, dtype=dtype)
+    for i in range(len(_POOL)):
+        if _POOL[i].nbytes == nbytes and _free(i):
+            buffer = _POOL.pop(i)
+            _POOL.append(buffer)  # most recently used last
+            return buffer.view(dtype).reshape(shape)
+    buffer = np.empty(nbytes, dtype=np.uint8)
+    _POOL.append(buffer)
+    while len(_POOL) > POOL_BUFFERS or sum(b.nbytes for b in _POOL) > POOL_MAXIMUM_BYTES:
+        free = next((i for i in range(len(_POOL) - 1) if _free(i)), None)
+        if free is None:
+            break
+        del _POOL[free]  # the oldest free buffer
+    return buffer.view(dtype).reshape(shape)
+
+
+def _free(i: int) -> bool:
+    """True when only the pool refers to buffer ``i`` (every array made from a buffer holds
+    a reference to it as its base): the list and getrefcount's own argument."""
+    return sys.getrefcount(_POOL[i]) == 2
+
+
 class _Device:
     """Allocation, layout and launch on the kernel's target."""
 
-    def __init__(self, target: str, arrays):
+    def __init__(self, target: str, arrays: Sequence[Any]):
         self.target = target
         self.xp = np
         self.numba_arrays = False
@@ -177,7 +245,7 @@ class _Device:
             elif gpu:
                 self.numba_arrays = True
 
-    def _contiguous(self, a, dtype):
+    def _contiguous(self, a: Any, dtype: Any) -> Any:
         if self.numba_arrays:
             if a.dtype != dtype:
                 raise TypeError(
@@ -186,15 +254,15 @@ class _Device:
             return a
         return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))
 
-    def rows(self, a, dtype, size):
+    def rows(self, a: Any, dtype: Any, size: int) -> Any:
         """A batched array as ``(B, size)``."""
         a = self._contiguous(a, dtype)
         return a.reshape(a.shape[0], size)
 
-    def flat(self, a, dtype):
+    def flat(self, a: Any, dtype: Any) -> Any:
         return self._contiguous(a, dtype).reshape(-1)
 
-    def literals(self, values):
+    def literals(self, values: npt.NDArray[np.float64]) -> Any:
         """The literals' values on the kernel's device (a copy of the program's numbers, not of
         the caller's data)."""
         if self.target == CPU or (self.xp is np and not self.numba_arrays):
@@ -205,14 +273,16 @@ class _Device:
             return cuda.to_device(values)
         return self.xp.asarray(values)
 
-    def empty(self, shape, dtype):
+    def empty(self, shape: Any, dtype: Any) -> Any:
         if self.numba_arrays:
             from numba import cuda
 
             return cuda.device_array(shape, dtype=dtype)
+        if self.xp is np:
+            return pooled_empty(shape, dtype)
         return self.xp.empty(shape, dtype=dtype)
 
-    def run(self, kernel, count, args) -> None:
+    def run(self, kernel: Any, count: int, args: list[Any]) -> None:
         if self.target == CPU:
             kernel(*args)
             return

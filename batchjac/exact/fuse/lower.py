@@ -22,11 +22,22 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from batchjac.exact.fuse.scalar import MINUS_ONE, ONE, Unsupported, cast, constant, fill, rule_code
+from batchjac.exact.fuse.scalar import (
+    MINUS_ONE,
+    ONE,
+    Unsupported,
+    cast,
+    constant,
+    fill,
+    function_name,
+    rule_code,
+)
 from batchjac.exact.ir import Literal, Program, Var
 from batchjac.exact.primitives.base import size_of
 from batchjac.exact.primitives.elementwise import Boolean, Convert, ElementwisePrimitive, Select
@@ -149,7 +160,7 @@ def needed_equations(program: Program, output: Var) -> list:
 _ELEMENTWISE_KINDS = (ElementwisePrimitive, Select, Boolean, Convert, Reshape)
 
 
-def elementwise_program(program: Program, wrt) -> str | None:
+def elementwise_program(program: Program, wrt: Sequence[Var]) -> str | None:
     """None when the Jacobian of ``program`` (output 0) w.r.t. ``wrt`` is diagonal and one
     flat loop over the entries computes it: element-wise primitives (and reshapes) only,
     every variable of the output's size (or a scalar broadcast to it), every differentiated
@@ -184,7 +195,9 @@ def elementwise_program(program: Program, wrt) -> str | None:
 class Lowering:
     """Builds the :class:`Tape` of ``program``'s output 0 w.r.t. ``wrt`` (program inputs)."""
 
-    def __init__(self, program: Program, wrt, *, flat: bool = False, max_partials: int | None = None):
+    def __init__(
+        self, program: Program, wrt: Sequence[Var], *, flat: bool = False, max_partials: int | None = None
+    ) -> None:
         self.program = program
         self.wrt = list(wrt)
         self.flat = flat
@@ -200,7 +213,7 @@ class Lowering:
         self._equation = -1
         self._fresh = itertools.count()
         self.literal_slot = {key: j for j, key in enumerate(literal_operands(program))}
-        self.arrays = []
+        self.arrays: list[Any] = []
         self.direct_arrays: set = set()  # arrays the code reads by index (a looped product), not by loads
         offset = 0
         columns = {}
@@ -213,13 +226,13 @@ class Lowering:
             self._array_var(f"c{j}", "const", j, v, None)
 
     # -- variables and references ------------------------------------------------------
-    def shape(self, var) -> tuple:
+    def shape(self, var: Var) -> tuple[int, ...]:
         return () if self.flat else var.shape
 
-    def size(self, var) -> int:
+    def size(self, var: Var) -> int:
         return 1 if self.flat else var.size
 
-    def _array_var(self, array, kind, position, var, column):
+    def _array_var(self, array: str, kind: str, position: int, var: Var, column: Any) -> None:
         if var.dtype.kind not in "fiub":
             raise Unsupported(f"{kind} {position} has dtype {var.dtype}")
         names = [f"{array}_{k}" for k in range(self.size(var))]
@@ -230,16 +243,17 @@ class Lowering:
         self.env[var] = names
         self.arrays.append((array, kind, position, var))
 
-    def fresh(self, prefix="t") -> str:
+    def fresh(self, prefix: str = "t") -> str:
         return f"{prefix}{next(self._fresh)}"
 
     def entry(self, var: Var, k: int) -> str:
         return f"v{var.index}_{k}"
 
-    def operand(self, k_eq: int, eq, i: int, k: int, dtype):
+    def operand(self, k_eq: int, eq: Any, i: int, k: int, dtype: Any) -> tuple[str, str | None, str | None]:
         """``(text, differentiable name or None, name read or None)`` of entry ``k`` of
         operand ``i`` of equation ``eq`` (number ``k_eq``), as ``dtype``."""
         o = eq.inputs[i]
+        name: str | None
         if isinstance(o, Literal):
             name = f"L{self.literal_slot[(k_eq, i)]}"
             if name not in self.loads:
@@ -258,7 +272,17 @@ class Lowering:
         differentiable = name if name is not None and (name not in self.loads or name in self.seeds) else None
         return convert(ref, o.dtype, dtype), differentiable, name
 
-    def node(self, eq, outs, lines, reads, partials=(), dlines=(), dreads=(), work=0) -> list:
+    def node(
+        self,
+        eq: Any,
+        outs: Sequence[str],
+        lines: Sequence[str],
+        reads: Iterable[Any],
+        partials: Sequence[Any] = (),
+        dlines: Sequence[str] = (),
+        dreads: Iterable[Any] = (),
+        work: int = 0,
+    ) -> list[Any]:
         """Add a node; returns the references of ``outs``: for a one-line node whose
         expression was computed before, the earlier entry (and no node is added)."""
         if len(outs) == 1 and len(lines) == 1:
@@ -328,7 +352,7 @@ class Lowering:
         )  # fmt: skip
 
 
-def convert(ref: str, source, target) -> str:
+def convert(ref: str, source: Any, target: Any) -> str:
     """``ref`` (of dtype ``source``) as ``target``."""
     source, target = np.dtype(source), np.dtype(target)
     if source == target:
@@ -338,12 +362,12 @@ def convert(ref: str, source, target) -> str:
     return f"{cast(target)}({ref})"
 
 
-def sum_text(terms, dtype) -> str:
+def sum_text(terms: Sequence[Any], dtype: Any) -> str:
     """``a + b + ...`` (a typed zero for no terms)."""
     return " + ".join(terms) if terms else constant(0, dtype)
 
 
-def chunked_sum(low: Lowering, target: str, terms: list, dtype) -> list:
+def chunked_sum(low: Lowering, target: str, terms: list[Any], dtype: Any) -> list[str]:
     """Lines assigning the sum of ``terms`` to ``target``, in chunks of :data:`SUM_CHUNK`."""
     if len(terms) <= SUM_CHUNK:
         return [f"{target} = {sum_text(terms, dtype)}"]
@@ -356,7 +380,7 @@ def chunked_sum(low: Lowering, target: str, terms: list, dtype) -> list:
     return lines
 
 
-def product_text(factors: list, dtype) -> str:
+def product_text(factors: list[Any], dtype: Any) -> str:
     return " * ".join(factors) if factors else constant(1, dtype)
 
 
@@ -365,12 +389,12 @@ def product_text(factors: list, dtype) -> str:
 # --------------------------------------------------------------------------------------
 
 
-def _operand_indices(low: Lowering, eq):
+def _operand_indices(low: Lowering, eq: Any) -> list[Any]:
     out_shape = low.shape(eq.out)
     return [None if isinstance(o, Literal) else broadcast_index(low.shape(o), out_shape) for o in eq.inputs]
 
 
-def lower_elementwise(low: Lowering, k_eq, eq):
+def lower_elementwise(low: Lowering, k_eq: int, eq: Any) -> list[Any]:
     dtype = eq.out.dtype
     value, partials = rule_code(eq.primitive.name, dtype.str, eq.params)
     indices = _operand_indices(low, eq)
@@ -395,7 +419,7 @@ def lower_elementwise(low: Lowering, k_eq, eq):
     return refs
 
 
-def lower_select(low: Lowering, k_eq, eq):
+def lower_select(low: Lowering, k_eq: int, eq: Any) -> list[Any]:
     dtype = eq.out.dtype
     indices = _operand_indices(low, eq)
     one, zero = constant(1, dtype), constant(0, dtype)
@@ -417,7 +441,7 @@ def lower_select(low: Lowering, k_eq, eq):
     return refs
 
 
-def lower_boolean(low: Lowering, k_eq, eq):
+def lower_boolean(low: Lowering, k_eq: int, eq: Any) -> list[Any]:
     name = eq.primitive.name
     operands = [o for o in eq.inputs if isinstance(o, Var)]
     dtype = np.result_type(*(o.dtype for o in operands)) if operands else np.dtype(np.float64)
@@ -450,7 +474,7 @@ def lower_boolean(low: Lowering, k_eq, eq):
     return refs
 
 
-def lower_convert(low: Lowering, k_eq, eq):
+def lower_convert(low: Lowering, k_eq: int, eq: Any) -> list[Any]:
     source, target = eq.inputs[0].dtype, eq.out.dtype
     if source == target:
         return list(low.env[eq.inputs[0]])
@@ -473,18 +497,18 @@ def lower_convert(low: Lowering, k_eq, eq):
 # --------------------------------------------------------------------------------------
 
 
-def lower_move(low: Lowering, k_eq, eq):
+def lower_move(low: Lowering, k_eq: int, eq: Any) -> list[Any]:
     source = low.env[eq.inputs[0]]
     index = eq.primitive.index(eq.inputs[0].shape, eq.kwargs).ravel()
     zero = constant(0, eq.out.dtype)
     return [source[i] if i >= 0 else zero for i in index.tolist()]
 
 
-def lower_reshape(low: Lowering, k_eq, eq):
+def lower_reshape(low: Lowering, k_eq: int, eq: Any) -> list[Any]:
     return list(low.env[eq.inputs[0]])
 
 
-def lower_concatenate(low: Lowering, k_eq, eq):
+def lower_concatenate(low: Lowering, k_eq: int, eq: Any) -> list[Any]:
     shapes = [o.shape for o in eq.inputs]
     refs = [None] * eq.out.size
     for i, o in enumerate(eq.inputs):
@@ -501,7 +525,7 @@ def lower_concatenate(low: Lowering, k_eq, eq):
     return refs
 
 
-def _sums(low: Lowering, eq, groups, source):
+def _sums(low: Lowering, eq: Any, groups: Sequence[Sequence[Any]], source: Any) -> list[Any]:
     """Output ``r`` is the sum of ``source`` entries ``groups[r]``: a reference when one."""
     dtype = eq.out.dtype
     refs = []
@@ -518,9 +542,9 @@ def _sums(low: Lowering, eq, groups, source):
     return refs
 
 
-def lower_scatter_add(low: Lowering, k_eq, eq):
+def lower_scatter_add(low: Lowering, k_eq: int, eq: Any) -> list[Any]:
     index = eq.kwargs["index"].array.ravel()
-    groups = [[] for _ in range(size_of(eq.kwargs["shape"]))]
+    groups: list[list[Any]] = [[] for _ in range(size_of(eq.kwargs["shape"]))]
     for position, target in enumerate(index.tolist()):
         if target >= 0:
             groups[target].append(position)
@@ -532,12 +556,12 @@ def lower_scatter_add(low: Lowering, k_eq, eq):
 # --------------------------------------------------------------------------------------
 
 
-def _reduction_groups(var: Var, axes) -> list:
+def _reduction_groups(var: Var, axes: Sequence[int]) -> list[Any]:
     indptr, indices = reduction_pattern(var.shape, tuple(axes))
     return [indices[indptr[r] : indptr[r + 1]].tolist() for r in range(len(indptr) - 1)]
 
 
-def _running_choice(low: Lowering, terms: list, greater: bool):
+def _running_choice(low: Lowering, terms: list, greater: bool) -> tuple[Any, ...]:
     """Lines computing the NaN-propagating max (or min) of ``terms``; ``(lines, name)``."""
     op = ">" if greater else "<"
     lines, best = [], low.fresh("m")
@@ -549,17 +573,17 @@ def _running_choice(low: Lowering, terms: list, greater: bool):
     return lines, best
 
 
-def _checked_groups(eq, groups):
+def _checked_groups(eq: Any, groups: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
     if any(len(g) == 0 for g in groups):
         raise Unsupported(f"{eq.primitive.name} over an empty axis")
     return groups
 
 
-def lower_reduce_sum(low: Lowering, k_eq, eq):
+def lower_reduce_sum(low: Lowering, k_eq: int, eq: Any) -> list[Any]:
     return _sums(low, eq, _reduction_groups(eq.inputs[0], eq.kwargs["axes"]), low.env[eq.inputs[0]])
 
 
-def lower_reduce_choice(low: Lowering, k_eq, eq):
+def lower_reduce_choice(low: Lowering, k_eq: int, eq: Any) -> list[Any]:
     dtype = eq.out.dtype
     source = low.env[eq.inputs[0]]
     greater = eq.primitive.name == "reduce_max"
@@ -582,7 +606,7 @@ def lower_reduce_choice(low: Lowering, k_eq, eq):
     return refs
 
 
-def lower_reduce_prod(low: Lowering, k_eq, eq):
+def lower_reduce_prod(low: Lowering, k_eq: int, eq: Any) -> list[Any]:
     dtype = eq.out.dtype
     source = low.env[eq.inputs[0]]
     refs = []
@@ -591,7 +615,9 @@ def lower_reduce_prod(low: Lowering, k_eq, eq):
         out = low.entry(eq.out, r)
         names = [t if is_name(t) else None for t in terms]
         # the product of the others, exact with zeros: exclusive prefix and suffix products
-        prefix, suffix, dlines = [], [None] * len(terms), []
+        prefix: list[Any] = []
+        suffix: list[Any] = [None] * len(terms)
+        dlines: list[Any] = []
         running = None
         for t in terms:
             prefix.append(running)
@@ -612,13 +638,9 @@ def lower_reduce_prod(low: Lowering, k_eq, eq):
     return refs
 
 
-def _function(name: str, dtype) -> str:
-    return {"exp": "exp_f32", "tanh": "tanh_f32"}.get(name, name) if np.dtype(dtype) == np.float32 else name
-
-
-def lower_logsumexp(low: Lowering, k_eq, eq):
+def lower_logsumexp(low: Lowering, k_eq: int, eq: Any) -> list[Any]:
     dtype = eq.out.dtype
-    exp = _function("exp", dtype)
+    exp = function_name("exp", dtype)
     source = low.env[eq.inputs[0]]
     refs = []
     for r, members in enumerate(_checked_groups(eq, _reduction_groups(eq.inputs[0], eq.kwargs["axes"]))):
@@ -636,7 +658,7 @@ def lower_logsumexp(low: Lowering, k_eq, eq):
     return refs
 
 
-def lower_cumsum(low: Lowering, k_eq, eq):
+def lower_cumsum(low: Lowering, k_eq: int, eq: Any) -> list[Any]:
     source = low.env[eq.inputs[0]]
     shape = eq.inputs[0].shape
     axis = eq.kwargs["axis"]
@@ -659,7 +681,7 @@ def lower_cumsum(low: Lowering, k_eq, eq):
     return refs
 
 
-def lower_argchoice(low: Lowering, k_eq, eq):
+def lower_argchoice(low: Lowering, k_eq: int, eq: Any) -> list[Any]:
     source = low.env[eq.inputs[0]]
     axis = eq.kwargs["axis"]
     greater = eq.primitive.name == "argmax"
@@ -688,7 +710,7 @@ def lower_argchoice(low: Lowering, k_eq, eq):
 # --------------------------------------------------------------------------------------
 
 
-def _stack_map(stack_shape, out_stack) -> np.ndarray:
+def _stack_map(stack_shape: tuple[int, ...], out_stack: tuple[int, ...]) -> np.ndarray:
     """The flat stack index of an operand for every flat stack index of the result."""
     return np.broadcast_to(
         np.arange(size_of(stack_shape)).reshape(stack_shape) if stack_shape else np.zeros((), dtype=np.int64),
@@ -696,7 +718,7 @@ def _stack_map(stack_shape, out_stack) -> np.ndarray:
     ).ravel()
 
 
-def _product_node(low: Lowering, eq, out, terms, dtype):
+def _product_node(low: Lowering, eq: Any, out: Any, terms: Sequence[Any], dtype: Any) -> Any:
     """``out = sum over terms of the product of each term's factors``; ``terms`` are lists of
     operand triples ``(text, name, read)``; partials by the product rule. Returns the
     reference of ``out``."""
@@ -727,7 +749,7 @@ def _product_node(low: Lowering, eq, out, terms, dtype):
 LOOPED_PRODUCT = 256
 
 
-def lower_matmul(low: Lowering, k_eq, eq):
+def lower_matmul(low: Lowering, k_eq: int, eq: Any) -> list[Any]:
     dtype = eq.out.dtype
     a, b = eq.inputs
     sa2, sb2, out_shape, _ = _matrix_shapes(a.shape, b.shape)
@@ -737,7 +759,7 @@ def lower_matmul(low: Lowering, k_eq, eq):
     if looped is not None:
         return looped
     a_stack, b_stack = _stack_map(sa2[:-2], stack), _stack_map(sb2[:-2], stack)
-    refs = []
+    refs: list[Any] = []
     for s in range(size_of(stack)):
         for i in range(p):
             for k in range(r):
@@ -753,7 +775,9 @@ def lower_matmul(low: Lowering, k_eq, eq):
     return refs
 
 
-def _looped_product(low: Lowering, k_eq, eq, sa2, sb2):
+def _looped_product(
+    low: Lowering, k_eq: int, eq: Any, sa2: tuple[int, ...], sb2: tuple[int, ...]
+) -> list[Any] | None:
     """``X @ K`` or ``K @ X`` with ``K`` a constant matrix of the program (shared by the
     batch) as loops that read ``K`` in place: ``O(p + q + r)`` statements for ``p q r``
     multiply-adds. The partial derivative of an output entry w.r.t. an entry of ``X`` is an
@@ -780,6 +804,7 @@ def _looped_product(low: Lowering, k_eq, eq, sa2, sb2):
     lines = [f"{X} = LOCAL_ARRAY(({size},), {cast(dtype)})"]
     lines += [f"{X}[{t}] = {o[0]}" for t, o in enumerate(operands)]
     lines.append(f"{V} = LOCAL_ARRAY(({p * r},), {cast(dtype)})")
+    row: Any  # a code string here, a row number below
     # row i of the result accumulates w * (row j of the right factor): the inner loop runs
     # along contiguous rows without a reduction, so LLVM vectorises it
     if side == 1:  # X (p, q) @ K (q, r)
@@ -812,7 +837,7 @@ def _looped_product(low: Lowering, k_eq, eq, sa2, sb2):
     return outs
 
 
-def lower_einsum(low: Lowering, k_eq, eq):
+def lower_einsum(low: Lowering, k_eq: int, eq: Any) -> list[Any]:
     dtype = eq.out.dtype
     ins, out_letters = eq.kwargs["spec"].split("->")
     ins = ins.split(",")
@@ -821,7 +846,7 @@ def lower_einsum(low: Lowering, k_eq, eq):
         for c, d in zip(letters, o.shape):
             sizes[c] = max(sizes.get(c, 1), d)
     summed = [c for c in dict.fromkeys("".join(ins)) if c not in out_letters]
-    refs = []
+    refs: list[Any] = []
     for out_index in itertools.product(*(range(sizes[c]) for c in out_letters)):
         out = low.entry(eq.out, len(refs))
         terms = []
@@ -837,15 +862,15 @@ def lower_einsum(low: Lowering, k_eq, eq):
     return refs
 
 
-def lower_softmax(low: Lowering, k_eq, eq):
+def lower_softmax(low: Lowering, k_eq: int, eq: Any) -> list[Any]:
     dtype = eq.out.dtype
-    exp = _function("exp", dtype)
+    exp = function_name("exp", dtype)
     log_form = eq.primitive.log
     shape = eq.inputs[0].shape
     axis = eq.kwargs["axis"]
     n = shape[axis]
     source = low.env[eq.inputs[0]]
-    refs = [None] * size_of(shape)
+    refs: list[Any] = [None] * size_of(shape)
     one = constant(1, dtype)
     for line in np.moveaxis(np.arange(size_of(shape)).reshape(shape), axis, -1).reshape(-1, n).tolist():
         terms = [source[position] for position in line]
@@ -889,7 +914,7 @@ def lower_softmax(low: Lowering, k_eq, eq):
 # --------------------------------------------------------------------------------------
 
 
-def _order(eq, var: Var) -> int:
+def _order(eq: Any, var: Var) -> int:
     n = var.shape[-1]
     if n > MAX_MATRIX_ORDER:
         raise Unsupported(
@@ -900,7 +925,9 @@ def _order(eq, var: Var) -> int:
     return n
 
 
-def _matrix_lines(low: Lowering, entries, n, dtype):
+def _matrix_lines(
+    low: Lowering, entries: Sequence[Any], n: int, dtype: Any
+) -> tuple[list[str], str, str, str]:
     """Lines copying ``entries`` (row-major ``n x n``) into a new local matrix and factoring
     it: ``(lines, matrix, permutation, sign)``."""
     A, P, sign = low.fresh("A"), low.fresh("P"), low.fresh("g")
@@ -911,7 +938,7 @@ def _matrix_lines(low: Lowering, entries, n, dtype):
     return lines, A, P, sign
 
 
-def _inverse_lines(low: Lowering, A, P, n, dtype):
+def _inverse_lines(low: Lowering, A: Any, P: Any, n: int, dtype: Any) -> tuple[str, list[str]]:
     inverse, rhs, solution = low.fresh("V"), low.fresh("r"), low.fresh("z")
     low.helpers.add("lu")
     return inverse, [
@@ -922,7 +949,7 @@ def _inverse_lines(low: Lowering, A, P, n, dtype):
     ]
 
 
-def lower_square(low: Lowering, k_eq, eq):
+def lower_square(low: Lowering, k_eq: int, eq: Any) -> list[Any]:
     dtype = eq.out.dtype
     x = eq.inputs[0]
     n = _order(eq, x)
@@ -977,7 +1004,7 @@ def lower_square(low: Lowering, k_eq, eq):
     return refs
 
 
-def lower_solve(low: Lowering, k_eq, eq):
+def lower_solve(low: Lowering, k_eq: int, eq: Any) -> list[Any]:
     dtype = eq.out.dtype
     A_var, b_var = eq.inputs
     n = _order(eq, A_var)
@@ -1044,7 +1071,9 @@ UNSUPPORTED = {
 }
 
 
-def lower(program: Program, wrt, *, flat: bool = False, max_partials: int | None = None) -> Tape:
+def lower(
+    program: Program, wrt: Sequence[Var], *, flat: bool = False, max_partials: int | None = None
+) -> Tape:
     """The :class:`Tape` of ``program``'s output 0 w.r.t. ``wrt`` (some of its inputs).
 
     Raises :class:`~batchjac.exact.fuse.scalar.Unsupported` with the reason when a primitive

@@ -8,12 +8,13 @@ nanosecond each on one CPU core):
 - **fused**: the operations of the generated code of the cheaper mode (its statements,
   their arithmetic and the iterations of its loops): the value code, the tangent (forward)
   or adjoint (reverse) updates that the static sparsity leaves, and the stores;
-- **chain**: the structured path writes every value and every per-sample local-Jacobian
-  entry to memory and reads it back (:data:`MEMORY_WEIGHT` each; a local Jacobian shared by
-  the batch, such as a weight matrix's, is stored once and not counted), multiplies the
-  local Jacobians as batched products (:data:`PRODUCT_WEIGHT` per multiply-add) without
-  their sparsity, and pays a fixed cost per equation and call (:data:`CALL_OPERATIONS`,
-  shared by the batch).
+- **chain**: the structured path runs NumPy passes per primitive (:data:`CHAIN_EQUATION_NS`),
+  writes every value and every per-sample local-Jacobian entry to memory and reads it back
+  (:data:`CHAIN_ENTRY_NS`; a local Jacobian shared by the batch, such as a weight matrix's,
+  is stored once and not counted), multiplies the local Jacobians as batched products
+  without their sparsity (:data:`CHAIN_PRODUCT_NS` per multiply-add), and pays a fixed cost
+  per primitive and call (:data:`CHAIN_CALL_NS`, shared by the batch); converted to
+  operations of fused code (:data:`FUSED_NS` each) to compare.
 
 ``fuse="auto"`` takes the fused kernel when the program is fusable and its cost is the
 lower. Programs over the size limits (:data:`MAX_PARTIALS` local partial derivatives, or
@@ -43,7 +44,7 @@ from batchjac.exact.fuse.codegen import (
 )
 from batchjac.exact.fuse.lower import Tape, elementwise_program, lower, needed_equations
 from batchjac.exact.fuse.scalar import Unsupported
-from batchjac.exact.ir import Program, Var
+from batchjac.exact.ir import Equation, Program, Var
 from batchjac.exact.primitives.elementwise import ElementwisePrimitive, Select
 from batchjac.exact.primitives.linalg import (
     Det,
@@ -58,12 +59,17 @@ from batchjac.exact.primitives.linalg import (
 
 MAX_PARTIALS = 5_000
 MAX_STATEMENTS = 3_000
-# Measured on the CPU (2 cores, NumPy 2.4): a fused scalar operation ~0.5-1.5 ns; the chain
-# ~15-25 ns per value or local-Jacobian entry it stores, ~80 µs per equation and call, and
-# its small batched products well below the GEMM rate.
-MEMORY_WEIGHT = 10.0
-PRODUCT_WEIGHT = 0.25
-CALL_OPERATIONS = 80_000.0
+# The cost model, in nanoseconds per sample, fitted to measurements on a 2-core CPU (the
+# W4 kinematics, small MLPs, softmax, 3 x 3 determinants, W5; float64, B = 10^4): an
+# operation of the fused code ~0.6 ns; the chain ~40 ns per primitive (its NumPy passes),
+# ~10 ns per value or per-sample local-Jacobian entry stored and read back, ~2 ns per
+# multiply-add of its small batched products, and ~80 µs per primitive and call (Python and
+# the structured types), shared by the batch.
+FUSED_NS = 0.6
+CHAIN_EQUATION_NS = 40.0
+CHAIN_ENTRY_NS = 10.0
+CHAIN_PRODUCT_NS = 2.0
+CHAIN_CALL_NS = 80_000.0
 
 _LOWERED: OrderedDict = OrderedDict()
 _LOWERED_SIZE = 256
@@ -109,6 +115,11 @@ class FusionDecision:
             f"structured chain: ~{self.chain_operations} operations per sample",
         ])  # fmt: skip
 
+    @property
+    def why(self) -> str:
+        """Why the path: the reason, said as the chain's ``AssemblyPlan.reason`` reads it."""
+        return self.reason if self.fusable else f"not fusable: {self.reason}"
+
     def plan(self) -> Any:
         """The decision as an :class:`~batchjac.exact.interpret.jacobian.AssemblyPlan` of the
         fused path (``J.plan`` of a fused result)."""
@@ -131,7 +142,7 @@ class Lowered:
     body: tuple | None = None  # the generated body of ``mode`` (codegen.sample_body / element_body)
 
 
-def _rough_partials(eq, active) -> int:
+def _rough_partials(eq: Equation, active: set[Var]) -> int:
     """An upper estimate of an equation's local partial derivatives w.r.t. its operands that
     depend on the differentiated inputs, from shapes alone."""
     p, out = eq.primitive, eq.out
@@ -160,7 +171,7 @@ def _rough_partials(eq, active) -> int:
     return sum(o.size for o in operands)
 
 
-def lowered(program: Program, wrt) -> Lowered:
+def lowered(program: Program, wrt: Sequence[Var]) -> Lowered:
     """The lowering of ``program`` w.r.t. ``wrt``, cached by structure."""
     key = (program.hash, tuple(v.index for v in wrt))
     found = _LOWERED.get(key)
@@ -174,7 +185,7 @@ def lowered(program: Program, wrt) -> Lowered:
     return found
 
 
-def _lower(program: Program, wrt) -> Lowered:
+def _lower(program: Program, wrt: Sequence[Var]) -> Lowered:
     output = program.outputs[0]
     if output.dtype.kind != "f":
         return Lowered(None, None, None, f"the output has dtype {output.dtype}, not floating")
@@ -214,7 +225,7 @@ def _lower(program: Program, wrt) -> Lowered:
     return Lowered(tape, analysis, mode, "", statements, _chain_work(program, wrt, tape), work, body)
 
 
-def _chain_work(program: Program, wrt, tape: Tape) -> tuple:
+def _chain_work(program: Program, wrt: Sequence[Var], tape: Tape) -> tuple[float, float, int]:
     """What the structured chain does per sample: (entries written and read back,
     multiply-adds of the products, equations with local Jacobians)."""
     structural = tape.partial_count * (tape.output.size if tape.flat else 1)
@@ -260,9 +271,11 @@ def plan_fusion(
     scale = found.tape.output.size if found.tape.flat else 1
     fused = found.work * scale
     entries, products, equations = found.chain
-    chain = int(
-        MEMORY_WEIGHT * entries + PRODUCT_WEIGHT * products + CALL_OPERATIONS * equations / max(int(batch), 1)
-    )
+    nanoseconds = (
+        CHAIN_EQUATION_NS * equations + CHAIN_ENTRY_NS * entries + CHAIN_PRODUCT_NS * products
+        + CHAIN_CALL_NS * equations / max(int(batch), 1)
+    )  # fmt: skip
+    chain = int(nanoseconds / FUSED_NS)  # in operations of fused code
     path = "fused" if fused <= chain else "chain"
     if path == "fused":
         reason = f"one fused {found.mode}-mode kernel: ~{fused} operations per sample against ~{chain} for the chain"

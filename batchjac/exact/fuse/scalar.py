@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import ast
 import functools
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from batchjac.core.elementwise_rules import rule
 
@@ -44,7 +46,7 @@ class Unsupported(Exception):
     """A program, or a part of it, the fused compiler does not compile; the message says why."""
 
 
-def cast(dtype) -> str:
+def cast(dtype: DTypeLike) -> str:
     """The name of the cast to ``dtype`` in generated code."""
     found = CASTS.get(np.dtype(dtype))
     if found is None:
@@ -54,7 +56,7 @@ def cast(dtype) -> str:
     return found
 
 
-def constant(value, dtype) -> str:
+def constant(value: float, dtype: DTypeLike) -> str:
     """A typed constant: ``f32(0.5)``; float64 and int64 constants need no cast (numba types
     a literal ``0.5`` as float64 and ``3`` as int64), and each cast is a call numba must type.
 
@@ -72,32 +74,38 @@ def constant(value, dtype) -> str:
     return f"{cast(dtype)}({text})"
 
 
+def function_name(name: str, dtype: DTypeLike) -> str:
+    """The name of scalar function ``name`` in generated code of ``dtype`` (``exp_f32`` for
+    ``exp`` in float32)."""
+    return _FLOAT32_FUNCTIONS.get(name, name) if np.dtype(dtype) == np.float32 else name
+
+
 def placeholder(name: str) -> str:
     """The token standing for argument ``name`` in a template (a valid identifier)."""
     return f"__{name}__"
 
 
 class _Render(ast.NodeTransformer):
-    def __init__(self, dtype, params: dict):
+    def __init__(self, dtype: DTypeLike, params: dict[str, Any]) -> None:
         self.cast = None if np.dtype(dtype) == np.float64 else cast(dtype)
-        self.functions = _FLOAT32_FUNCTIONS if np.dtype(dtype) == np.float32 else {}
+        self.dtype = np.dtype(dtype)
         self.params = params
 
-    def visit_Call(self, node):
+    def visit_Call(self, node: Any) -> Any:
         self.generic_visit(node)
         if isinstance(node.func, ast.Name) and node.func.id == "where":
             condition, yes, no = node.args
             return ast.IfExp(test=condition, body=yes, orelse=no)
         if isinstance(node.func, ast.Name):
-            node.func = ast.Name(id=self.functions.get(node.func.id, node.func.id), ctx=ast.Load())
+            node.func = ast.Name(id=function_name(node.func.id, self.dtype), ctx=ast.Load())
         return node
 
-    def visit_Constant(self, node):
+    def visit_Constant(self, node: Any) -> Any:
         if isinstance(node.value, float) and self.cast is not None:
             return ast.Call(func=ast.Name(id=self.cast, ctx=ast.Load()), args=[node], keywords=[])
         return node
 
-    def visit_Name(self, node):
+    def visit_Name(self, node: Any) -> Any:
         if node.id in self.params:
             return self.visit_Constant(ast.Constant(value=float(self.params[node.id])))
         if node.id in ("x", "u", "v", "y"):
@@ -105,7 +113,7 @@ class _Render(ast.NodeTransformer):
         return node
 
 
-def render(expression: str, dtype, params: dict | None = None) -> str:
+def render(expression: str, dtype: DTypeLike, params: dict[str, Any] | None = None) -> str:
     """A scalar-form expression as a Python template for ``dtype`` (arguments as
     :func:`placeholder` tokens).
 

@@ -8,29 +8,34 @@ nest). Values are freed after their last use.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from typing import Any
+
 from batchjac.exact.ir import Literal, Program, Var
 from batchjac.exact.tracer import Batched, Tracer, bind
 
 
-def operand(value, var: Var):
+def operand(value: Any, var: Var) -> Any:
     """A value in the form :func:`bind` takes: batched arrays wrapped, tracers as they are."""
     if isinstance(value, (Tracer, Batched)) or not var.batched:
         return value
     return Batched(value)
 
 
-def plain(value):
+def plain(value: Any) -> Any:
     """The array (or tracer) inside an operand."""
     return value.array if isinstance(value, Batched) else value
 
 
-def evaluate(program: Program, inputs, consts=None, *, keep=()):
+def evaluate(
+    program: Program, inputs: Sequence[Any], consts: Sequence[Any] | None = None, *, keep: Iterable[Var] = ()
+) -> tuple[list[Any], dict[Var, Any]]:
     """The outputs of ``program`` on ``inputs`` (one per ``program.inputs``; arrays with the
     batch axis first where the input is batched, or tracers) and ``consts`` (default: the
     traced constant values). Returns ``(outputs, env)``: outputs in operand form, and the
     values of the variables in ``keep`` (for the reverse sweep)."""
     consts = program.const_values if consts is None else consts
-    env = {}
+    env: dict[Var, Any] = {}
     for var, value in zip(program.inputs, inputs):
         env[var] = operand(value, var)
     for var, value in zip(program.consts, consts):

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import builtins
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
 
@@ -34,7 +36,10 @@ from batchjac.exact.primitives.base import JacobianContext
 from batchjac.structured.chain import chain_plan
 from batchjac.structured.types import Diagonal, Identity, Jacobian, Shared
 
-PLAN_CACHE: dict = {}
+# edges[child][parent]: the local Jacobian d child / d parent (a graph of structured Jacobians)
+Edges = dict[Var, dict[Var, Jacobian]]
+
+PLAN_CACHE: dict[tuple[str, int, tuple[int, ...]], AssemblyPlan] = {}
 PLAN_CACHE_SIZE = 512
 PLANNING_COUNT = [0]
 
@@ -48,11 +53,13 @@ class AssemblyPlan:
     Jacobians) or ``"fused"`` (one compiled kernel), and ``reason`` says why.
     """
 
-    steps: list = field(default_factory=list)
-    chains: list = field(default_factory=list)
+    steps: list[str] = field(default_factory=list)
+    chains: list[Any] = field(default_factory=list)  # ChainPlan objects
     path: str = "chain"
     reason: str = ""
-    actions: list = field(default_factory=list)  # replayable: ("chain", sink, path, source) | ("eliminate", v)
+    actions: list[tuple[Any, ...]] = field(
+        default_factory=list
+    )  # replayable: ("chain", sink, path, source) | ("eliminate", v)
 
     @property
     def order(self) -> str:
@@ -69,22 +76,24 @@ class AssemblyPlan:
         body = "\n".join(f"{i + 1}. {step}" for i, step in enumerate(self.steps)) or "nothing to assemble"
         return f"{head}\n{body}"
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.explain()
 
 
-def _xp_of(values):
+def _xp_of(values: Sequence[Any]) -> Any:
     arrays = [v for v in values if hasattr(v, "shape")]
     return namespace(*arrays) if arrays else np
 
 
-def forward(program: Program, inputs, consts, wrt, batch: int):
+def forward(
+    program: Program, inputs: Sequence[Any], consts: Sequence[Any], wrt: Sequence[Var], batch: int
+) -> tuple[list[Any], Edges]:
     """Values and local Jacobians: ``(output value, edges)`` with ``edges[child][parent] = J``."""
     active = program.active(wrt)
     env = dict(zip(program.inputs, inputs))
     env.update(zip(program.consts, consts))
     last = program.last_uses()
-    edges: dict = {}
+    edges: Edges = {}
     arrays = [a for a in (*inputs, *consts) if hasattr(a, "shape")]
     xp = _xp_of(arrays)  # one device for the whole call (checked where the call began)
     ops = select_backend(*arrays)
@@ -96,9 +105,10 @@ def forward(program: Program, inputs, consts, wrt, batch: int):
         if eq.out in active and wanted:
             ctx = JacobianContext(xp, values, batched, eq.inputs, eq.out, batch, eq.out.dtype, ops)
             value, local = eq.primitive.local_jacobians(ctx, wanted, **params)
-            parents: dict = {}
+            parents: dict[Var, Jacobian] = {}
             for i, J in local.items():
-                for node, K in _compose_diagonal(eq.inputs[i], J, edges):
+                operand = cast(Var, eq.inputs[i])  # wanted: the Var operands only
+                for node, K in _compose_diagonal(operand, J, edges):
                     parents[node] = parents[node] + K if node in parents else K
             if parents:
                 edges[eq.out] = parents
@@ -111,7 +121,7 @@ def forward(program: Program, inputs, consts, wrt, batch: int):
     return [env[v] for v in program.outputs], edges
 
 
-def _compose_diagonal(node: Var, J: Jacobian, edges):
+def _compose_diagonal(node: Var, J: Jacobian, edges: Edges) -> list[tuple[Var, Jacobian]]:
     """Edges for a local Jacobian ``J`` w.r.t. ``node``: ``[(node, J)]``, or, when ``J`` and
     all of ``node``'s own edges are diagonal, ``[(parent, J @ D_parent), ...]``: a product of
     diagonals costs the same whenever it is done, and doing it now frees the intermediate."""
@@ -121,7 +131,7 @@ def _compose_diagonal(node: Var, J: Jacobian, edges):
     return [(node, J)]
 
 
-def _multiply_tree(tree, factors):
+def _multiply_tree(tree: Any, factors: Sequence[Jacobian]) -> Jacobian:
     """The product of ``factors`` (left to right) by the bracketing ``tree`` of a chain plan."""
     if isinstance(tree, int):
         return factors[tree]
@@ -129,7 +139,9 @@ def _multiply_tree(tree, factors):
     return _multiply_tree(left, factors) @ _multiply_tree(right, factors)
 
 
-def assemble(program: Program, output: Var, wrt, edges, batch: int, dtype, xp):
+def assemble(
+    program: Program, output: Var, wrt: Sequence[Var], edges: Edges, batch: int, dtype: Any, xp: Any
+) -> tuple[list[Jacobian], AssemblyPlan]:
     """The Jacobian of ``output`` w.r.t. each of ``wrt`` from the local Jacobians ``edges``,
     by a cached plan when this structure was assembled before. Returns ``(jacobians, plan)``."""
     edges = _reachable(edges, output)  # dead ends (a value composed away, an unused result) drop out
@@ -142,7 +154,9 @@ def assemble(program: Program, output: Var, wrt, edges, batch: int, dtype, xp):
         for action in cached.actions:
             if action[0] == "chain":
                 _, sink, path, source, tree = action
-                _multiply_path(edges, by_index[sink], [by_index[u] for u in path], by_index[source], plan, tree)
+                _multiply_path(
+                    edges, by_index[sink], [by_index[u] for u in path], by_index[source], plan, tree
+                )
             else:
                 _eliminate_vertex(edges, by_index[action[1]])
     else:
@@ -150,8 +164,10 @@ def assemble(program: Program, output: Var, wrt, edges, batch: int, dtype, xp):
         _plan_and_assemble(edges, set(wrt) | {output}, plan)
         if len(PLAN_CACHE) >= PLAN_CACHE_SIZE:
             PLAN_CACHE.pop(next(iter(PLAN_CACHE)))
-        PLAN_CACHE[key] = AssemblyPlan(steps=list(plan.steps), actions=list(plan.actions), chains=list(plan.chains))
-    result = []
+        PLAN_CACHE[key] = AssemblyPlan(
+            steps=list(plan.steps), actions=list(plan.actions), chains=list(plan.chains)
+        )
+    result: list[Jacobian] = []
     for node in wrt:
         if node is output:
             result.append(Identity(node.size, batch, dtype=dtype, device=_device(xp)))
@@ -162,9 +178,10 @@ def assemble(program: Program, output: Var, wrt, edges, batch: int, dtype, xp):
     return result, plan
 
 
-def _reachable(edges, output) -> dict:
+def _reachable(edges: Edges, output: Var) -> Edges:
     """The edges on paths that end at ``output``."""
-    kept, stack, seen = {}, [output], {output}
+    kept: Edges = {}
+    stack, seen = [output], {output}
     while stack:
         node = stack.pop()
         parents = edges.get(node)
@@ -178,12 +195,12 @@ def _reachable(edges, output) -> dict:
     return kept
 
 
-def _device(xp):
+def _device(xp: Any) -> str:
     return "cpu" if xp is np else "gpu"
 
 
-def _vertices_by_index(edges) -> dict:
-    found = {}
+def _vertices_by_index(edges: Edges) -> dict[int, Var]:
+    found: dict[int, Var] = {}
     for child, parents in edges.items():
         found[child.index] = child
         for p in parents:
@@ -191,20 +208,22 @@ def _vertices_by_index(edges) -> dict:
     return found
 
 
-def _plan_and_assemble(edges, protected, plan: AssemblyPlan):
+def _plan_and_assemble(edges: Edges, protected: set[Var], plan: AssemblyPlan) -> None:
     while True:
         inner = [v for v in _vertices(edges) if v not in protected]
         if not inner:
             return
         if not _eliminate_chains(edges, inner, plan):
             vertex = min(inner, key=lambda v: (_markowitz(edges, v), v.index))
-            plan.steps.append(f"eliminate shared vertex {vertex.type_text()}: {_markowitz(edges, vertex)} pairwise products")
+            plan.steps.append(
+                f"eliminate shared vertex {vertex.type_text()}: {_markowitz(edges, vertex)} pairwise products"
+            )
             plan.actions.append(("eliminate", vertex.index))
             _eliminate_vertex(edges, vertex)
 
 
-def _vertices(edges):
-    seen = {}
+def _vertices(edges: Edges) -> list[Var]:
+    seen: dict[Var, None] = {}
     for child, parents in edges.items():
         seen[child] = None
         for p in parents:
@@ -212,20 +231,20 @@ def _vertices(edges):
     return list(seen)
 
 
-def _children(edges, v):
+def _children(edges: Edges, v: Var) -> list[Var]:
     return [c for c, parents in edges.items() if v in parents]
 
 
-def _markowitz(edges, v):
+def _markowitz(edges: Edges, v: Var) -> int:
     return len(edges.get(v, ())) * len(_children(edges, v))
 
 
-def _add_edge(edges, child, parent, J):
+def _add_edge(edges: Edges, child: Var, parent: Var, J: Jacobian) -> None:
     parents = edges.setdefault(child, {})
     parents[parent] = parents[parent] + J if parent in parents else J
 
 
-def _eliminate_chains(edges, inner, plan) -> bool:
+def _eliminate_chains(edges: Edges, inner: Sequence[Var], plan: AssemblyPlan) -> bool:
     """Multiply out every maximal path of single-in, single-out vertices; False if none."""
     links = {v for v in inner if len(edges.get(v, ())) == 1 and len(_children(edges, v)) == 1}
     if not links:
@@ -245,7 +264,9 @@ def _eliminate_chains(edges, inner, plan) -> bool:
     return True
 
 
-def _multiply_path(edges, sink, path, source, plan, tree=None):
+def _multiply_path(
+    edges: Edges, sink: Var, path: Sequence[Var], source: Var, plan: AssemblyPlan, tree: Any = None
+) -> None:
     """Multiply the chain ``sink <- path <- source`` into one edge: planned (``tree`` None:
     the planner's cheapest bracketing, recorded in ``plan``) or replayed by ``tree``."""
     factors = [edges[sink].pop(path[0])]
@@ -267,7 +288,7 @@ def _multiply_path(edges, sink, path, source, plan, tree=None):
     _add_edge(edges, sink, source, _multiply_tree(tree, factors))
 
 
-def _eliminate_vertex(edges, v):
+def _eliminate_vertex(edges: Edges, v: Var) -> None:
     incoming = edges.pop(v)
     for child in _children(edges, v):
         out = edges[child].pop(v)
@@ -275,7 +296,9 @@ def _eliminate_vertex(edges, v):
             _add_edge(edges, child, parent, out @ J)
 
 
-def value_and_jacobians(program: Program, inputs, consts, wrt, batch: int):
+def value_and_jacobians(
+    program: Program, inputs: Sequence[Any], consts: Sequence[Any], wrt: Sequence[Var], batch: int
+) -> tuple[Any, list[Jacobian], AssemblyPlan]:
     """``(output value, [J w.r.t. each of wrt], plan)`` for a program of one output."""
     (value,), edges = forward(program, inputs, consts, wrt, batch)
     output = program.outputs[0]
@@ -285,5 +308,5 @@ def value_and_jacobians(program: Program, inputs, consts, wrt, batch: int):
     return value, jacobians, plan
 
 
-def is_number(v) -> bool:
+def is_number(v: object) -> bool:
     return isinstance(v, numbers.Number)

@@ -14,55 +14,67 @@ superset of the true one, never a subset.
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Sequence
+from typing import Any
 
-from batchjac.exact.ir import Literal, Program, Var
+import numpy as np
+import numpy.typing as npt
+
+from batchjac.exact.ir import Equation, Literal, Program, Var
 from batchjac.exact.primitives import jacobians as local
 from batchjac.exact.primitives.base import size_of
 from batchjac.exact.primitives.moves import Concatenate, Move
 from batchjac.exact.primitives.reductions import cumsum_pattern, reduction_pattern
 
 
-def _sparse():
+def _sparse() -> Any:
     import scipy.sparse as sparse
 
     return sparse
 
 
-def _csr(rows, cols, shape):
+def _csr(
+    rows: npt.NDArray[Any] | Sequence[int], cols: npt.NDArray[Any] | Sequence[int], shape: tuple[int, ...]
+) -> Any:
     sparse = _sparse()
     data = np.ones(len(rows), dtype=bool)
-    return sparse.csr_array((data, (np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64))), shape=shape)
+    return sparse.csr_array(
+        (data, (np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64))), shape=shape
+    )
 
 
-def _identity(n):
+def _identity(n: int) -> Any:
     return _sparse().eye_array(n, dtype=bool, format="csr")
 
 
-def _selection(index, in_size):
+def _selection(index: npt.NDArray[Any] | Sequence[int], in_size: int) -> Any:
     index = np.asarray(index).ravel()
     rows = np.flatnonzero(index >= 0)
     return _csr(rows, index[rows], (index.size, in_size))
 
 
-def _from_csr(indptr, indices, in_size):
+def _from_csr(
+    indptr: npt.NDArray[Any] | Sequence[int], indices: npt.NDArray[Any] | Sequence[int], in_size: int
+) -> Any:
     sparse = _sparse()
     out = len(indptr) - 1
-    return sparse.csr_array((np.ones(len(indices), dtype=bool), np.asarray(indices), np.asarray(indptr)), shape=(out, in_size))
+    return sparse.csr_array(
+        (np.ones(len(indices), dtype=bool), np.asarray(indices), np.asarray(indptr)), shape=(out, in_size)
+    )
 
 
-def _dense(out_size, in_size):
+def _dense(out_size: int, in_size: int) -> Any:
     return _sparse().csr_array(np.ones((out_size, in_size), dtype=bool))
 
 
-def _same_group(shape, axes):
+def _same_group(shape: Sequence[int], axes: Sequence[int]) -> Any:
     """Entries that share their coordinates outside ``axes`` (a line of softmax, a matrix of a
     stack): ``R^T R`` with ``R`` the reduction over ``axes``."""
     R = _from_csr(*reduction_pattern(tuple(shape), tuple(axes)), size_of(shape))
     return (R.T @ R).astype(bool)
 
 
-def local_pattern(eq, i):
+def local_pattern(eq: Equation, i: int) -> Any:
     """The pattern ``(eq.out.size, operand size)`` of ``d eq.out / d eq.inputs[i]``."""
     prim, operand, out = eq.primitive, eq.inputs[i], eq.out
     params = dict(eq.params)
@@ -101,14 +113,14 @@ def local_pattern(eq, i):
     return _dense(out.size, operand.size)
 
 
-def sparsity_pattern(program: Program, wrt=None, output=None):
+def sparsity_pattern(program: Program, wrt: Sequence[Var] | None = None, output: Var | None = None) -> Any:
     """The pattern ``(output size, total size of wrt)`` of the program's Jacobian, as a
     boolean SciPy CSR array (columns: the inputs of ``wrt`` one after the other)."""
     wrt = list(program.inputs if wrt is None else wrt)
     output = program.outputs[0] if output is None else output
     sparse = _sparse()
     total = sum(v.size for v in wrt)
-    patterns = {}
+    patterns: dict[Var, Any] = {}
     offset = 0
     for v in wrt:
         rows = np.arange(v.size)
@@ -136,7 +148,7 @@ def sparsity_pattern(program: Program, wrt=None, output=None):
     return patterns[output]
 
 
-def _matmul_with(eq, i, other_value):
+def _matmul_with(eq: Equation, i: int, other_value: Any) -> Any:
     """The pattern of ``dY/d(operand i)`` of ``Y = A B``: ``I_p ⊗ B^T`` or ``A ⊗ I_r`` with the
     other factor's nonzeros when it is a known constant (dense otherwise)."""
     from batchjac.exact.primitives.linalg import _matrix_shapes

@@ -16,6 +16,8 @@ The table of the NumPy functions that trace is :data:`NUMPY_FUNCTIONS` (and the 
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -52,12 +54,14 @@ _COMPARE_UFUNCS = {
 _PREDICATE_UFUNCS = {"logical_not": "logical_not", "isnan": "isnan", "isfinite": "isfinite", "isinf": "isinf"}
 
 
-def _identity(x):
+def _identity(x: Any) -> Any:
     return x
 
 
 UFUNCS = {name: ew.FUNCTIONS[f] for name, f in {**_UNARY_UFUNCS, **_BINARY_UFUNCS}.items()}
-UFUNCS.update({name: (lambda op: lambda a, b: ew.compare(op, a, b))(op) for name, op in _COMPARE_UFUNCS.items()})
+UFUNCS.update(
+    {name: (lambda op: lambda a, b: ew.compare(op, a, b))(op) for name, op in _COMPARE_UFUNCS.items()}
+)
 UFUNCS.update({name: (lambda op: lambda a: ew.logical(op, a))(op) for name, op in _PREDICATE_UFUNCS.items()})
 UFUNCS.update(
     power=ew.power, matmul=la.matmul, positive=_identity, conjugate=_identity,
@@ -70,7 +74,7 @@ UFUNCS.update(
 UFUNCS.update(expit=ew.FUNCTIONS["sigmoid"], erf=ew.FUNCTIONS["erf"])
 
 # ufunc.reduce / ufunc.accumulate that trace: (ufunc, method) -> function(x, axis, keepdims)
-_UFUNC_METHODS = {
+_UFUNC_METHODS: dict[tuple[str, str], Callable[..., Any]] = {
     ("add", "reduce"): lambda x, axis=0, keepdims=False: red.reduce("reduce_sum", x, axis, keepdims, "numpy.add.reduce", True),
     ("multiply", "reduce"): lambda x, axis=0, keepdims=False: red.reduce("reduce_prod", x, axis, keepdims, "numpy.multiply.reduce", True),
     ("maximum", "reduce"): lambda x, axis=0, keepdims=False: red.reduce("reduce_max", x, axis, keepdims, "numpy.maximum.reduce", True),
@@ -79,7 +83,7 @@ _UFUNC_METHODS = {
 }  # fmt: skip
 
 
-def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
+def _array_ufunc(self: Any, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
     name = ufunc.__name__
     if kwargs.get("out") is not None:
         raise TraceError(f"numpy.{name} with out= writes into an array, which does not trace; use its result")
@@ -108,13 +112,15 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
 # --------------------------------------------------------------------------------------
 
 
-def _no_out(what, out):
+def _no_out(what: str, out: Any) -> None:
     if out is not None:
         raise TraceError(f"numpy.{what} with out= writes into an array, which does not trace; use its result")
 
 
-def _reduction(primitive, what):
-    def handler(a, axis=None, dtype=None, out=None, keepdims=False, **unused):
+def _reduction(primitive: Any, what: str) -> Callable[..., Any]:
+    def handler(
+        a: Any, axis: Any = None, dtype: Any = None, out: Any = None, keepdims: bool = False, **unused: Any
+    ) -> Any:
         _no_out(what, out)
         result = red.reduce(primitive, a, axis, keepdims, f"numpy.{what}", numpy_semantics=True)
         return sh.astype(result, dtype) if dtype is not None else result
@@ -122,120 +128,146 @@ def _reduction(primitive, what):
     return handler
 
 
-def _numpy_axis_check(a, axis, what):
+def _numpy_axis_check(a: Any, axis: Any, what: str) -> None:
     if axis is None:
         sample_axes(None, full_ndim(a), Call(a), f"numpy.{what}", none_means_all=False)
 
 
-def _mean(a, axis=None, dtype=None, out=None, keepdims=False, **unused):
+def _mean(
+    a: Any, axis: Any = None, dtype: Any = None, out: Any = None, keepdims: bool = False, **unused: Any
+) -> Any:
     _no_out("mean", out)
     _numpy_axis_check(a, axis, "mean")
     return red.mean(a, axis, keepdims)
 
 
-def _var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **unused):
+def _var(
+    a: Any,
+    axis: Any = None,
+    dtype: Any = None,
+    out: Any = None,
+    ddof: Any = 0,
+    keepdims: bool = False,
+    **unused: Any,
+) -> Any:
     _no_out("var", out)
     _numpy_axis_check(a, axis, "var")
     return red.var(a, axis, ddof, keepdims)
 
 
-def _std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **unused):
+def _std(
+    a: Any,
+    axis: Any = None,
+    dtype: Any = None,
+    out: Any = None,
+    ddof: Any = 0,
+    keepdims: bool = False,
+    **unused: Any,
+) -> Any:
     _no_out("std", out)
     _numpy_axis_check(a, axis, "std")
     return red.std(a, axis, ddof, keepdims)
 
 
-def _norm(x, ord=None, axis=None, keepdims=False):  # noqa: A002
+def _norm(x: Any, ord: Any = None, axis: Any = None, keepdims: bool = False) -> Any:  # noqa: A002
     _numpy_axis_check(x, axis, "linalg.norm")
     if axis is not None and not isinstance(axis, numbers.Integral) and ord not in (None, "fro"):
         raise TraceError("numpy.linalg.norm: matrix norms other than 'fro' do not trace")
     return red.norm(x, ord, axis, keepdims)
 
 
-def _cumsum(a, axis=None, dtype=None, out=None):
+def _cumsum(a: Any, axis: Any = None, dtype: Any = None, out: Any = None) -> Any:
     _no_out("cumsum", out)
     return red.cumsum(a, axis)
 
 
-def _arg(function, what):
-    def handler(a, axis=None, out=None, keepdims=False):
+def _arg(function: Any, what: str) -> Callable[..., Any]:
+    def handler(a: Any, axis: Any = None, out: Any = None, keepdims: bool = False) -> Any:
         _no_out(what, out)
         return function(a, axis)
 
     return handler
 
 
-def _where(condition, *values):
+def _where(condition: Any, *values: Any) -> Any:
     if len(values) != 2:
-        raise TraceError("numpy.where with one argument (the positions where a condition holds) does not trace")
+        raise TraceError(
+            "numpy.where with one argument (the positions where a condition holds) does not trace"
+        )
     return ew.where(condition, *values)
 
 
-def _clip(a, a_min=None, a_max=None, out=None, **kwargs):
+def _clip(a: Any, a_min: Any = None, a_max: Any = None, out: Any = None, **kwargs: Any) -> Any:
     _no_out("clip", out)
     a_min = kwargs.get("min", a_min)
     a_max = kwargs.get("max", a_max)
     return ew.clip(a, a_min, a_max)
 
 
-def _dot(a, b, out=None):
+def _dot(a: Any, b: Any, out: Any = None) -> Any:
     _no_out("dot", out)
     a_ndim, b_ndim = full_ndim(a), full_ndim(b)
     if a_ndim == 0 or b_ndim == 0:
         return ew.FUNCTIONS["multiply"](a, b)
     if b_ndim > 2:
-        raise TraceError("numpy.dot with a right operand of more than two axes does not trace; use numpy.matmul or numpy.einsum")
+        raise TraceError(
+            "numpy.dot with a right operand of more than two axes does not trace; use numpy.matmul or numpy.einsum"
+        )
     return la.matmul(a, b)  # for b with one or two axes, dot is matmul (any number of axes of a)
 
 
-def _inner(a, b):
+def _inner(a: Any, b: Any) -> Any:
     b_ndim = len(b.shape) if isinstance(b, Tracer) else np.ndim(b)
     call = Call(a, b)
     if b_ndim == 1 or call.per_sample:
         return red.sum(ew.FUNCTIONS["multiply"](a, b), axis=-1)
-    raise TraceError("numpy.inner of two batches contracts over their last axes pairwise; use bj.dot (batched inner product)")
+    raise TraceError(
+        "numpy.inner of two batches contracts over their last axes pairwise; use bj.dot (batched inner product)"
+    )
 
 
-def _outer(a, b, out=None):
+def _outer(a: Any, b: Any, out: Any = None) -> Any:
     _no_out("outer", out)
     call = Call(a, b)
     if not call.per_sample:
-        raise TraceError("numpy.outer flattens its arguments (batch included); use bj.outer, or write f for one sample with per_sample=True")
+        raise TraceError(
+            "numpy.outer flattens its arguments (batch included); use bj.outer, or write f for one sample with per_sample=True"
+        )
     return la.outer(a, b)
 
 
-def _linalg_outer(x1, x2, /):
+def _linalg_outer(x1: Any, x2: Any, /) -> Any:
     per_sample = Call(x1, x2).per_sample
     if any(full_ndim(v) != (1 if per_sample else 2) for v in (x1, x2)):
         raise ValueError("numpy.linalg.outer: expected vectors (one axis per sample)")
     return _outer(x1, x2)
 
 
-def _transpose(a, axes=None):
+def _transpose(a: Any, axes: Any = None) -> Any:
     return sh._transpose(a, axes, numpy_semantics=True)
 
 
-def _concatenate(arrays, axis=0, out=None, dtype=None, **unused):
+def _concatenate(arrays: Any, axis: Any = 0, out: Any = None, dtype: Any = None, **unused: Any) -> Any:
     _no_out("concatenate", out)
     return sh.concatenate(list(arrays), axis)
 
 
-def _stack(arrays, axis=0, out=None, dtype=None, **unused):
+def _stack(arrays: Any, axis: Any = 0, out: Any = None, dtype: Any = None, **unused: Any) -> Any:
     _no_out("stack", out)
     return sh.stack(list(arrays), axis)
 
 
-def _hstack(tup, dtype=None, **unused):
+def _hstack(tup: Any, dtype: Any = None, **unused: Any) -> Any:
     arrays = list(tup)
     ndim = max(full_ndim(a) for a in arrays)
     return sh.concatenate(arrays, axis=1 if ndim > 1 else 0)
 
 
-def _flip(m, axis=None):
+def _flip(m: Any, axis: Any = None) -> Any:
     return sh.flip(m, axis)
 
 
-def _reshape(a, *args, **kwargs):
+def _reshape(a: Any, *args: Any, **kwargs: Any) -> Any:
     shape = kwargs.pop("shape", kwargs.pop("newshape", None))
     if shape is None:
         shape = args[0] if args else None
@@ -244,29 +276,33 @@ def _reshape(a, *args, **kwargs):
     return sh.reshape(a, shape)
 
 
-def _pad(array, pad_width, mode="constant", **kwargs):
+def _pad(array: Any, pad_width: Any, mode: Any = "constant", **kwargs: Any) -> Any:
     constant_values = kwargs.pop("constant_values", 0)
     if kwargs.pop("reflect_type", "even") != "even" or kwargs:
         raise TraceError(f"numpy.pad with {sorted(kwargs) or 'reflect_type=odd'} does not trace")
     return sh.pad(array, pad_width, mode, constant_values)
 
 
-def _diagonal(a, offset=0, axis1=0, axis2=1):
+def _diagonal(a: Any, offset: Any = 0, axis1: Any = 0, axis2: Any = 1) -> Any:
     return sh.diagonal(a, offset, axis1, axis2)
 
 
-def _diag(v, k=0):
+def _diag(v: Any, k: int = 0) -> Any:
     if not Call(v).per_sample:
-        raise TraceError("numpy.diag on a batch sees the batch as a matrix axis; use bj.diag (per sample), or per_sample=True")
+        raise TraceError(
+            "numpy.diag on a batch sees the batch as a matrix axis; use bj.diag (per sample), or per_sample=True"
+        )
     return sh.diag(v, k)
 
 
-def _trace(a, offset=0, axis1=0, axis2=1, dtype=None, out=None):
+def _trace(
+    a: Any, offset: Any = 0, axis1: Any = 0, axis2: Any = 1, dtype: Any = None, out: Any = None
+) -> Any:
     _no_out("trace", out)
     return sh.trace(a, offset, axis1, axis2)
 
 
-def _diff(a, n=1, axis=-1, prepend=None, append=None):
+def _diff(a: Any, n: Any = 1, axis: Any = -1, prepend: Any = None, append: Any = None) -> Any:
     if prepend is not None or append is not None:
         raise TraceError("numpy.diff with prepend/append does not trace")
     call = Call(a)
@@ -281,45 +317,47 @@ def _diff(a, n=1, axis=-1, prepend=None, append=None):
     return a
 
 
-def _squeeze(a, axis=None):
+def _squeeze(a: Any, axis: Any = None) -> Any:
     return sh.squeeze(a, axis)
 
 
-def _slogdet(a):
+def _slogdet(a: Any) -> Any:
     return la.slogdet(a)
 
 
-def _copy(a, *args, **kwargs):
+def _copy(a: Any, *args: Any, **kwargs: Any) -> Any:
     return a
 
 
 # Functions that only read an array's shape or dtype (NumPy's own Python code calls them on
 # the arrays it is given, e.g. scipy.special.logsumexp calls numpy.result_type).
-def _ndim(a):
+def _ndim(a: Any) -> int:
     return full_ndim(a)
 
 
-def _shape(a):
+def _shape(a: Any) -> tuple[int, ...]:
     return tuple(a.shape) if isinstance(a, Tracer) else np.shape(a)
 
 
-def _size(a, axis=None):
+def _size(a: Any, axis: Any = None) -> int:
     shape = _shape(a)
     return int(np.prod(shape, dtype=np.int64)) if axis is None else shape[axis]
 
 
-def _result_type(*arrays_and_dtypes):
+def _result_type(*arrays_and_dtypes: Any) -> np.dtype[Any]:
     return np.result_type(*(a.dtype if isinstance(a, Tracer) else a for a in arrays_and_dtypes))
 
 
-def _is_complex_object(x):
+def _is_complex_object(x: Any) -> bool:
     return np.dtype(_result_type(x)).kind == "c"
 
 
-def _like(fill):
+def _like(fill: float | None) -> Callable[..., Any]:
     """``numpy.zeros_like`` and its kin: a constant array of the shape ``f`` sees."""
 
-    def handler(a, dtype=None, order="K", subok=True, shape=None, **kwargs):
+    def handler(
+        a: Any, dtype: Any = None, order: str = "K", subok: Any = True, shape: Any = None, **kwargs: Any
+    ) -> Any:
         shape = _shape(a) if shape is None else shape
         dtype = a.dtype if dtype is None else dtype
         value = kwargs.get("fill_value") if fill is None else fill
@@ -328,32 +366,34 @@ def _like(fill):
     return handler
 
 
-def _full_like(a, fill_value, dtype=None, order="K", subok=True, shape=None):
+def _full_like(
+    a: Any, fill_value: Any, dtype: Any = None, order: str = "K", subok: Any = True, shape: Any = None
+) -> Any:
     return _like(None)(a, dtype, order, subok, shape, fill_value=fill_value)
 
 
-def _round(a, decimals=0, out=None):
+def _round(a: Any, decimals: Any = 0, out: Any = None) -> Any:
     _no_out("round", out)
     if decimals != 0:
         raise TraceError("numpy.round with decimals other than 0 does not trace")
     return ew.FUNCTIONS["round"](a)
 
 
-def _ravel(a, order="C"):
+def _ravel(a: Any, order: str = "C") -> Any:
     if order not in ("C", "A", "K"):
         raise TraceError(f"numpy.ravel with order={order!r} does not trace")
     return _flatten(a)
 
 
-def _atleast(k):
-    def handler(*arrays):
+def _atleast(k: int) -> Callable[..., Any]:
+    def handler(*arrays: Any) -> Any:
         results = [_atleast_one(a, k) for a in arrays]
         return results[0] if len(results) == 1 else tuple(results)
 
     return handler
 
 
-def _atleast_one(a, k):
+def _atleast_one(a: Any, k: int) -> Any:
     ndim = full_ndim(a)
     if ndim >= k:
         return a
@@ -367,14 +407,16 @@ def _atleast_one(a, k):
     return sh.reshape(a, new_shape)
 
 
-def _vstack(tup, dtype=None, casting="same_kind"):
+def _vstack(tup: Any, dtype: Any = None, casting: Any = "same_kind") -> Any:
     arrays = list(tup)
     if not Call(*arrays).per_sample:
-        raise TraceError("numpy.vstack joins along axis 0, the batch axis; use numpy.concatenate(..., axis=1) or numpy.stack(..., axis=1), or write f for one sample with per_sample=True")
+        raise TraceError(
+            "numpy.vstack joins along axis 0, the batch axis; use numpy.concatenate(..., axis=1) or numpy.stack(..., axis=1), or write f for one sample with per_sample=True"
+        )
     return sh.concatenate([_atleast_one(a, 2) for a in arrays], axis=0)
 
 
-def _column_stack(tup):
+def _column_stack(tup: Any) -> Any:
     arrays = list(tup)
     per_sample = Call(*arrays).per_sample
     vector = 1 if per_sample else 2  # the number of axes f sees on a vector (column) operand
@@ -382,7 +424,7 @@ def _column_stack(tup):
     return sh.concatenate(columns, axis=-1)
 
 
-def _take(a, indices, axis=None, out=None, mode="raise"):
+def _take(a: Any, indices: Any, axis: Any = None, out: Any = None, mode: Any = "raise") -> Any:
     _no_out("take", out)
     if mode != "raise":
         raise TraceError(f"numpy.take with mode={mode!r} does not trace")
@@ -393,7 +435,7 @@ def _take(a, indices, axis=None, out=None, mode="raise"):
     return sh.take(a, (slice(None),) * lead + (np.asarray(indices),))
 
 
-def _split(ary, indices_or_sections, axis=0):
+def _split(ary: Any, indices_or_sections: Any, axis: Any = 0) -> Any:
     ndim = full_ndim(ary)
     call = Call(ary)
     (per_axis,) = sample_axes(axis, ndim, call, "numpy.split")
@@ -407,11 +449,15 @@ def _split(ary, indices_or_sections, axis=0):
     else:
         bounds = [int(i) for i in indices_or_sections]
     edges = [0, *bounds, length]
-    return [sh.take(ary, (slice(None),) * full_axis + (slice(lo, hi),)) for lo, hi in zip(edges[:-1], edges[1:])]
+    return [
+        sh.take(ary, (slice(None),) * full_axis + (slice(lo, hi),)) for lo, hi in zip(edges[:-1], edges[1:])
+    ]
 
 
-def _tensordot(a, b, axes=2):
+def _tensordot(a: Any, b: Any, axes: Any = 2) -> Any:
     a_ndim, b_ndim = full_ndim(a), full_ndim(b)
+    axes_a: list[Any]
+    axes_b: list[Any]
     if isinstance(axes, numbers.Integral):
         axes_a, axes_b = list(range(a_ndim - int(axes), a_ndim)), list(range(int(axes)))
     else:
@@ -427,29 +473,38 @@ def _tensordot(a, b, axes=2):
     return la.einsum(f"{''.join(sa)},{''.join(sb)}->{''.join(out)}", a, b)
 
 
-def _average(a, axis=None, weights=None, returned=False, keepdims=False):
+def _average(
+    a: Any, axis: Any = None, weights: Any = None, returned: Any = False, keepdims: bool = False
+) -> Any:
     if weights is not None or returned:
-        raise TraceError("numpy.average with weights or returned=True does not trace; write sum(a * w, axis) / sum(w, axis)")
+        raise TraceError(
+            "numpy.average with weights or returned=True does not trace; write sum(a * w, axis) / sum(w, axis)"
+        )
     _numpy_axis_check(a, axis, "average")
     return red.mean(a, axis, keepdims)
 
 
-def _vector_norm(x, /, *, axis=None, keepdims=False, ord=2):  # noqa: A002
+def _vector_norm(x: Any, /, *, axis: Any = None, keepdims: bool = False, ord: Any = 2) -> Any:  # noqa: A002
     _numpy_axis_check(x, axis, "linalg.vector_norm")
     return red.norm(x, ord, axis, keepdims)
 
 
-def _matrix_norm(x, /, *, keepdims=False, ord="fro"):  # noqa: A002
+def _matrix_norm(x: Any, /, *, keepdims: bool = False, ord: Any = "fro") -> Any:  # noqa: A002
     if ord != "fro":
         raise TraceError("numpy.linalg.matrix_norm: matrix norms other than 'fro' do not trace")
     return red.norm(x, "fro", (-2, -1), keepdims)
 
 
-def _transpose_last(a):
+def _transpose_last(a: Any) -> Any:
     return sh.swapaxes(a, -1, -2)
 
 
-NUMPY_FUNCTIONS = {
+def _einsum(subscripts: Any, *operands: Any, out: Any = None, **unused: Any) -> Any:
+    _no_out("einsum", out)
+    return la.einsum(subscripts, *operands)
+
+
+NUMPY_FUNCTIONS: dict[Any, Callable[..., Any]] = {
     np.sum: _reduction("reduce_sum", "sum"),
     np.prod: _reduction("reduce_prod", "prod"),
     np.max: _reduction("reduce_max", "max"),
@@ -467,8 +522,10 @@ NUMPY_FUNCTIONS = {
     np.dot: _dot,
     np.inner: _inner,
     np.outer: _outer,
-    np.cross: lambda a, b, axisa=-1, axisb=-1, axisc=-1, axis=None: la.cross(a, b, -1 if axis is None else axis),
-    np.einsum: lambda subscripts, *operands, out=None, **unused: (_no_out("einsum", out), la.einsum(subscripts, *operands))[1],
+    np.cross: lambda a, b, axisa=-1, axisb=-1, axisc=-1, axis=None: la.cross(
+        a, b, -1 if axis is None else axis
+    ),
+    np.einsum: _einsum,
     np.transpose: _transpose,
     np.swapaxes: sh.swapaxes,
     np.moveaxis: sh.moveaxis,
@@ -498,7 +555,9 @@ NUMPY_FUNCTIONS = {
     np.linalg.slogdet: _slogdet,
     np.linalg.inv: la.inv,
     np.linalg.solve: la.numpy_solve,
-    np.linalg.cholesky: lambda a, upper=False: la.cholesky(a) if not upper else _transpose_last(la.cholesky(a)),
+    np.linalg.cholesky: lambda a, upper=False: (
+        la.cholesky(a) if not upper else _transpose_last(la.cholesky(a))
+    ),
     np.linalg.matrix_power: la.matrix_power,
     np.linalg.norm: _norm,
     np.linalg.vector_norm: _vector_norm,
@@ -536,7 +595,7 @@ NUMPY_FUNCTIONS = {
 }
 
 
-def _array_function(self, func, types, args, kwargs):
+def _array_function(self: Any, func: Any, types: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     handler = NUMPY_FUNCTIONS.get(func)
     if handler is None:
         name = getattr(func, "__module__", "numpy").replace("numpy.linalg._linalg", "numpy.linalg")
@@ -552,36 +611,40 @@ def _array_function(self, func, types, args, kwargs):
 # --------------------------------------------------------------------------------------
 
 
-def _binary(function, reflected=False):
+def _binary(function: Any, reflected: bool = False) -> Callable[[Any, Any], Any]:
     if reflected:
         return lambda self, other: function(other, self)
     return lambda self, other: function(self, other)
 
 
-def _pow(self, other):
+def _pow(self: Any, other: Any) -> Any:
     return ew.power(self, other)
 
 
-def _rpow(self, other):
+def _rpow(self: Any, other: Any) -> Any:
     return ew.power(other, self)
 
 
-def _untraceable(symbol):
-    def operator(self, *args, **kwargs):
-        raise TraceError(f"the operator {symbol} has no derivative rule in batchjac (it is piecewise constant or not arithmetic)")
+def _untraceable(symbol: str) -> Callable[..., NoReturn]:
+    def operator(self: Any, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TraceError(
+            f"the operator {symbol} has no derivative rule in batchjac (it is piecewise constant or not arithmetic)"
+        )
 
     return operator
 
 
-def _getitem(self, key):
+def _getitem(self: Any, key: Any) -> Any:
     return sh.take(self, key)
 
 
-def _method_reduction(function, what):
+def _method_reduction(function: Any, what: str) -> Callable[..., Any]:
     """``x.sum()`` and kin: NumPy's methods, so ``axis=None`` includes the batch axis (refused in
     batched mode, as for ``numpy.sum(x)``)."""
 
-    def method(self, axis=None, dtype=None, out=None, keepdims=False, **unused):
+    def method(
+        self: Any, axis: Any = None, dtype: Any = None, out: Any = None, keepdims: bool = False, **unused: Any
+    ) -> Any:
         _no_out(what, out)
         _numpy_axis_check(self, axis, f"ndarray.{what}")
         result = function(self, axis, keepdims)
@@ -590,55 +653,74 @@ def _method_reduction(function, what):
     return method
 
 
-def _reshape_method(self, *shape, order="C"):
+def _reshape_method(self: Any, *shape: Any, order: str = "C") -> Any:
     if order != "C":
         raise TraceError("reshape with order other than 'C' does not trace")
     return sh.reshape(self, shape[0] if len(shape) == 1 else shape)
 
 
-def _flatten(self, order="C"):
+def _flatten(self: Any, order: str = "C") -> Any:
     call = Call(self)
     if not call.per_sample:
-        raise TraceError("flatten/ravel of a batch would merge samples; use x.reshape(len(x), -1), or per_sample=True")
+        raise TraceError(
+            "flatten/ravel of a batch would merge samples; use x.reshape(len(x), -1), or per_sample=True"
+        )
     return sh.reshape(self, (-1,))
 
 
-def _T(self):
+def _T(self: Any) -> Any:
     return sh._transpose(self, None, numpy_semantics=True)
 
 
-def _mT(self):
+def _mT(self: Any) -> Any:
     return sh.swapaxes(self, -1, -2)
 
 
-def _transpose_method(self, *axes):
+def _transpose_method(self: Any, *axes: Any) -> Any:
     if not axes or axes == (None,):
         return sh._transpose(self, None, numpy_semantics=True)
     return sh._transpose(self, axes[0] if len(axes) == 1 else axes, numpy_semantics=True)
 
 
-def _astype(self, dtype, *args, **kwargs):
+def _astype(self: Any, dtype: Any, *args: Any, **kwargs: Any) -> Any:
     return sh.astype(self, dtype)
 
 
-def _clip_method(self, min=None, max=None, out=None, **kwargs):  # noqa: A002
+def _clip_method(self: Any, min: Any = None, max: Any = None, out: Any = None, **kwargs: Any) -> Any:  # noqa: A002
     _no_out("clip", out)
     return ew.clip(self, min, max)
 
 
-def _var_method(self, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
+def _var_method(
+    self: Any, axis: Any = None, dtype: Any = None, out: Any = None, ddof: Any = 0, keepdims: bool = False
+) -> Any:
     return _var(self, axis, dtype, out, ddof, keepdims)
 
 
-def _std_method(self, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
+def _std_method(
+    self: Any, axis: Any = None, dtype: Any = None, out: Any = None, ddof: Any = 0, keepdims: bool = False
+) -> Any:
     return _std(self, axis, dtype, out, ddof, keepdims)
 
 
-def _zero_imag(self):
+def _zero_imag(self: Any) -> Any:
     return ew.FUNCTIONS["multiply"](self, 0.0)
 
 
-METHODS = {
+def _arg_method(function: Callable[[Any, Any], Any], what: str) -> Callable[..., Any]:
+    def method(self: Any, axis: Any = None, out: Any = None, **unused: Any) -> Any:
+        _no_out(what, out)
+        return function(self, axis)
+
+    return method
+
+
+def _round_method(self: Any, decimals: Any = 0, out: Any = None) -> Any:
+    _no_out("round", out)
+    return ew.FUNCTIONS["round"](self) if decimals == 0 else _untraceable("round(decimals=...)")(self)
+
+
+METHODS: dict[str, Callable[..., Any]] = {
     "__add__": _binary(ew.FUNCTIONS["add"]),
     "__radd__": _binary(ew.FUNCTIONS["add"], True),
     "__sub__": _binary(ew.FUNCTIONS["subtract"]),
@@ -678,9 +760,9 @@ METHODS = {
     "min": _method_reduction(red.amin, "min"),
     "var": _var_method,
     "std": _std_method,
-    "cumsum": lambda self, axis=None, dtype=None, out=None: (_no_out("cumsum", out), red.cumsum(self, axis))[1],
-    "argmax": lambda self, axis=None, out=None, **kw: (_no_out("argmax", out), red.argmax(self, axis))[1],
-    "argmin": lambda self, axis=None, out=None, **kw: (_no_out("argmin", out), red.argmin(self, axis))[1],
+    "cumsum": _cumsum,
+    "argmax": _arg_method(red.argmax, "argmax"),
+    "argmin": _arg_method(red.argmin, "argmin"),
     "dot": lambda self, b, out=None: _dot(self, b, out),
     "transpose": _transpose_method,
     "swapaxes": lambda self, a1, a2: sh.swapaxes(self, a1, a2),
@@ -690,8 +772,10 @@ METHODS = {
     "astype": _astype,
     "clip": _clip_method,
     "diagonal": lambda self, offset=0, axis1=0, axis2=1: sh.diagonal(self, offset, axis1, axis2),
-    "trace": lambda self, offset=0, axis1=0, axis2=1, dtype=None, out=None: _trace(self, offset, axis1, axis2, dtype, out),
-    "round": lambda self, decimals=0, out=None: (_no_out("round", out), ew.FUNCTIONS["round"](self) if decimals == 0 else _untraceable("round(decimals=...)")(self))[1],
+    "trace": lambda self, offset=0, axis1=0, axis2=1, dtype=None, out=None: _trace(
+        self, offset, axis1, axis2, dtype, out
+    ),
+    "round": _round_method,
     "copy": lambda self, *a, **k: self,
     "conj": lambda self: self,
     "conjugate": lambda self: self,
@@ -704,7 +788,7 @@ METHODS = {
     "__lshift__": _untraceable("<<"),
     "__rshift__": _untraceable(">>"),
 }
-PROPERTIES = {
+PROPERTIES: dict[str, Callable[[Any], Any]] = {
     "T": _T,
     "mT": _mT,
     "real": lambda self: self,
@@ -712,7 +796,7 @@ PROPERTIES = {
 }
 
 
-def _unknown_attribute(self, name):
+def _unknown_attribute(self: Any, name: str) -> NoReturn:
     if name.startswith("__"):
         raise AttributeError(name)
     raise TraceError(
@@ -727,9 +811,7 @@ def attach() -> None:
         setattr(Tracer, name, function)
     for name, getter in PROPERTIES.items():
         setattr(Tracer, name, property(getter))
-    Tracer.__getattr__ = _unknown_attribute
-    Tracer.__hash__ = None
-
+    Tracer.__getattr__ = _unknown_attribute  # type: ignore[method-assign]  # declared on Tracer for mypy
 
 
 attach()

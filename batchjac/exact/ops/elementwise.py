@@ -10,6 +10,8 @@ The derivative of each rule is stated (and derived) with its scalar form in
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -20,29 +22,31 @@ from batchjac.exact.primitives.elementwise import COMPARISONS, ensure_rule
 from batchjac.exact.tracer import Tracer, bind
 
 
-def apply_rule(name: str, *args, **params):
+def apply_rule(name: str, *args: Any, **params: Any) -> Any:
     """Rule ``name`` on ``args`` (NumPy broadcasting, batch semantics of :mod:`operands`)."""
     call = Call(*args)
     operands = elementwise_operands(args, call, name)
     return unwrap(bind(ensure_rule(name), operands, params))
 
 
-def _check_params(name, params):
+def _check_params(name: str, params: dict[str, Any]) -> dict[str, float]:
     for key, value in params.items():
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"{name}: {key} must be a real number, got {value!r}")
     return {k: float(v) for k, v in params.items()}
 
 
-def _unary(name, public=None):
+def _unary(name: str, public: str | None = None) -> Callable[..., Any]:
     found = UNARY[name]
     public = public or name
     extra = "".join(f", {k}={v!r}" for k, v in found.params.items())
 
-    def function(x, **params):
+    def function(x: Any, **params: Any) -> Any:
         unknown = set(params) - set(found.params)
         if unknown:
-            raise TypeError(f"{public}() got unexpected keyword argument(s) {sorted(unknown)}; it takes {sorted(found.params) or 'none'}")
+            raise TypeError(
+                f"{public}() got unexpected keyword argument(s) {sorted(unknown)}; it takes {sorted(found.params) or 'none'}"
+            )
         return apply_rule(name, x, **_check_params(public, params))
 
     function.__name__ = function.__qualname__ = public
@@ -55,10 +59,10 @@ def _unary(name, public=None):
     return function
 
 
-def _binary(public, name):
+def _binary(public: str, name: str) -> Callable[[Any, Any], Any]:
     found = BINARY[name]
 
-    def function(u, v):
+    def function(u: Any, v: Any) -> Any:
         return apply_rule(name, u, v)
 
     function.__name__ = function.__qualname__ = public
@@ -90,7 +94,7 @@ FUNCTIONS = {public: _unary(name, public) for public, name in UNARY_NAMES.items(
 FUNCTIONS.update({public: _binary(public, name) for public, name in BINARY_NAMES.items()})
 
 
-def power(u, v):
+def power(u: Any, v: Any) -> Any:
     """``u ** v`` element-wise; a constant exponent ``p`` uses the rule ``p u^(p-1)`` (integer
     powers by products).
 
@@ -103,7 +107,7 @@ def power(u, v):
     return apply_rule("pow", u, v)
 
 
-def where(condition, a, b):
+def where(condition: Any, a: Any, b: Any) -> Any:
     """``a`` where ``condition`` holds, else ``b`` (element-wise, NumPy broadcasting).
 
     ``condition`` is a truth value: a boolean array (``x > 0``, traced or not); other data
@@ -128,7 +132,7 @@ def where(condition, a, b):
     return unwrap(bind(REGISTRY["select"], operands, {}))
 
 
-def clip(x, a_min=None, a_max=None):
+def clip(x: Any, a_min: Any = None, a_max: Any = None) -> Any:
     """``x`` limited to ``[a_min, a_max]`` (either bound may be None); the derivative is 1
     inside and 0 outside (at a bound: that of ``maximum``/``minimum``, to the bound).
 
@@ -145,19 +149,19 @@ def clip(x, a_min=None, a_max=None):
     return x
 
 
-def compare(op: str, a, b):
+def compare(op: str, a: Any, b: Any) -> Any:
     """A comparison (``"gt"``, ``"eq"``, ...) or logical operation: a boolean array, traced
     when an operand is (not differentiable)."""
     call = Call(a, b)
     return unwrap(bind(COMPARISONS[op], elementwise_operands([a, b], call, op), {}))
 
 
-def logical(op: str, *args):
+def logical(op: str, *args: Any) -> Any:
     call = Call(*args)
     return unwrap(bind(COMPARISONS[op], elementwise_operands(list(args), call, op), {}))
 
 
-def deg2rad(x):
+def deg2rad(x: Any) -> Any:
     """Degrees to radians: ``x * pi / 180``.
 
     >>> import numpy as np, batchjac as bj
@@ -167,7 +171,7 @@ def deg2rad(x):
     return FUNCTIONS["multiply"](x, np.pi / 180)
 
 
-def rad2deg(x):
+def rad2deg(x: Any) -> Any:
     """Radians to degrees: ``x * 180 / pi``.
 
     >>> import numpy as np, batchjac as bj

@@ -20,6 +20,7 @@ from batchjac.exact import lax
 from batchjac.exact.ops.elementwise import FUNCTIONS
 from batchjac.exact.ops.operands import Call, as_operand_array, full_ndim, main, unwrap
 from batchjac.exact.ops.shapes import _PER_SAMPLE_HINT
+from batchjac.exact.primitives.base import Primitive
 from batchjac.exact.primitives.linalg import (
     CHOLESKY,
     DET,
@@ -37,7 +38,15 @@ from batchjac.structured.base import Jacobian
 from batchjac.structured.solve import solve as structured_solve
 
 
-def _batched_operand(a, call, name, *, stack_rank_of_partner=None, core=2, what="matmul"):
+def _batched_operand(
+    a: Any,
+    call: Call,
+    name: str,
+    *,
+    stack_rank_of_partner: int | None = None,
+    core: int = 2,
+    what: str = "matmul",
+) -> Any:
     """A matmul-like operand in batched mode: tracers as they are; a constant with stack
     axes aligned with the batch axis holds one matrix per sample; else it is shared.
     ``core``: the number of trailing axes of one matrix (or vector) of the operand."""
@@ -48,17 +57,21 @@ def _batched_operand(a, call, name, *, stack_rank_of_partner=None, core=2, what=
         return a
     stacks = a.ndim - core
     if stacks > stack_rank_of_partner:
-        raise ValueError(f"{what}: {name} of shape {tuple(a.shape)} has more stack axes than the batch of the other operand; {_PER_SAMPLE_HINT}")
+        raise ValueError(
+            f"{what}: {name} of shape {tuple(a.shape)} has more stack axes than the batch of the other operand; {_PER_SAMPLE_HINT}"
+        )
     if stacks < stack_rank_of_partner:
         return a
     if a.shape[0] == call.batch and call.batch != 1:
         return Batched(a)
     if a.shape[0] == 1:
         return a[0]
-    raise ValueError(f"{what}: {name} of shape {tuple(a.shape)}: its leading axis meets the batch axis (B = {call.batch})")
+    raise ValueError(
+        f"{what}: {name} of shape {tuple(a.shape)}: its leading axis meets the batch axis (B = {call.batch})"
+    )
 
 
-def matmul(a, b):
+def matmul(a: Any, b: Any) -> Any:
     """Matrix product ``a @ b`` with NumPy's rules per sample.
 
     Under tracing, with ``Y = L R`` per sample (``L`` ``(p, q)``, ``R`` ``(q, r)``, all
@@ -79,7 +92,8 @@ def matmul(a, b):
     if traced[1] and full[1] == 2:
         raise ValueError(
             "matmul: a traced (B, q) on the right is a matrix whose rows are the samples: NumPy would "
-            "contract over the batch axis; write x @ W.T (x on the left), x[..., None], or " + _PER_SAMPLE_HINT
+            "contract over the batch axis; write x @ W.T (x on the left), x[..., None], or "
+            + _PER_SAMPLE_HINT
         )
     if traced[0] and full[0] == 2 and (traced[1] or (not isinstance(b, Tracer) and np.ndim(b) > 2)):
         raise ValueError(
@@ -93,7 +107,7 @@ def matmul(a, b):
     return unwrap(bind(MATMUL, (a_op, b_op)))
 
 
-def _parameter(W, call, name, ndims):
+def _parameter(W: Any, call: Call, name: str, ndims: tuple[int, int]) -> Any:
     """A parameter of ``linear``: shared (``ndims[0]`` axes) or per sample (``ndims[1]``)."""
     if isinstance(W, Tracer):
         return W
@@ -102,10 +116,12 @@ def _parameter(W, call, name, ndims):
         return W
     if W.ndim == ndims[1]:
         return Batched(W)
-    raise ValueError(f"linear: {name} must have {ndims[0]} axes (shared) or {ndims[1]} (per sample, B first), got shape {tuple(W.shape)}")
+    raise ValueError(
+        f"linear: {name} must have {ndims[0]} axes (shared) or {ndims[1]} (per sample, B first), got shape {tuple(W.shape)}"
+    )
 
 
-def linear(x, W, b=None):
+def linear(x: Any, W: Any, b: Any = None) -> Any:
     """The affine map ``x W^T + b`` on the last axis: x ``(B, ..., n)``, W ``(m, n)`` or per
     sample ``(B, m, n)``, b ``(m,)`` or ``(B, m)``; result ``(B, ..., m)``.
 
@@ -122,18 +138,22 @@ def linear(x, W, b=None):
     n = x_shape[-1] if x_shape else None
     W_shape = lax.shape(W_op)
     if len(W_shape) != 2 or W_shape[1] != n:
-        raise ValueError(f"linear: W must be (m, {n}) or (B, m, {n}) for x with samples of shape {x_shape}, got per-sample {W_shape}")
+        raise ValueError(
+            f"linear: W must be (m, {n}) or (B, m, {n}) for x with samples of shape {x_shape}, got per-sample {W_shape}"
+        )
     Wt = W_op.T if isinstance(W_op, np.ndarray) else lax.swap_last(W_op)  # a shared weight: a view
     y = bind(MATMUL, (x_op, Wt))
     if b is not None:
         b_op = _parameter(b, call, "b", (1, 2))
         if lax.shape(b_op) != (W_shape[0],):
-            raise ValueError(f"linear: b must be ({W_shape[0]},) or (B, {W_shape[0]}), got per-sample {lax.shape(b_op)}")
+            raise ValueError(
+                f"linear: b must be ({W_shape[0]},) or (B, {W_shape[0]}), got per-sample {lax.shape(b_op)}"
+            )
         y = lax.add(y, b_op)
     return unwrap(y)
 
 
-def quadratic_form(x, A):
+def quadratic_form(x: Any, A: Any) -> Any:
     """``x^T A x`` for each vector of each sample: x ``(B, ..., n)``, A ``(n, n)`` or per sample
     ``(B, n, n)`` -> ``(B, ...)``.
 
@@ -148,12 +168,14 @@ def quadratic_form(x, A):
     A_op = _parameter(A, call, "A", (2, 3))
     n = x_shape[-1] if x_shape else None
     if lax.shape(A_op) != (n, n):
-        raise ValueError(f"quadratic_form: expected A ({n}, {n}) or (B, {n}, {n}) for x with samples {x_shape}, got per-sample {lax.shape(A_op)}")
+        raise ValueError(
+            f"quadratic_form: expected A ({n}, {n}) or (B, {n}, {n}) for x with samples {x_shape}, got per-sample {lax.shape(A_op)}"
+        )
     Ax = bind(MATMUL, (x_op, lax.swap_last(A_op)))
     return unwrap(lax.reduce_sum(lax.mul(x_op, Ax), (len(x_shape) - 1,)))
 
 
-def outer(a, b):
+def outer(a: Any, b: Any) -> Any:
     """Outer product of the (flattened) samples: ``(B, n), (B, m) -> (B, n, m)``.
 
     >>> import numpy as np, batchjac as bj
@@ -167,7 +189,7 @@ def outer(a, b):
     return unwrap(lax.mul(lax.reshape(a_op, (n, 1)), lax.reshape(b_op, (1, m))))
 
 
-def cross(a, b, axis=-1):
+def cross(a: Any, b: Any, axis: int = -1) -> Any:
     """Cross product of 3-vectors along ``axis`` (broadcast like NumPy's).
 
     >>> import numpy as np, batchjac as bj
@@ -188,7 +210,7 @@ def cross(a, b, axis=-1):
     return moveaxis(stack(parts, axis=-1), -1, axis)
 
 
-def _explicit(spec: str, operands) -> str:
+def _explicit(spec: str, operands: Any) -> str:
     """NumPy's subscripts with ellipses spelt out (one letter per broadcast axis, right-aligned
     as NumPy aligns them) and the output made explicit (implicit mode: the broadcast axes,
     then the letters that occur once, sorted)."""
@@ -207,12 +229,16 @@ def _explicit(spec: str, operands) -> str:
         if min(widths) < 0:
             raise ValueError(f"einsum: an operand of {spec!r} has fewer axes than its subscripts")
         broadcast = "".join(free[: max(widths)])
-        terms = [t.replace("...", broadcast[len(broadcast) - w :] if w else "") for t, w in zip(terms, widths)]
+        terms = [
+            t.replace("...", broadcast[len(broadcast) - w :] if w else "") for t, w in zip(terms, widths)
+        ]
         if arrow and "..." in out:
             out = out.replace("...", broadcast)
         elif not arrow:
             letters = "".join(terms)
-            out = broadcast + "".join(sorted(c for c in set(letters) if letters.count(c) == 1 and c not in broadcast))
+            out = broadcast + "".join(
+                sorted(c for c in set(letters) if letters.count(c) == 1 and c not in broadcast)
+            )
             arrow = "->"
     if arrow:
         return f"{','.join(terms)}->{out}"
@@ -221,7 +247,7 @@ def _explicit(spec: str, operands) -> str:
     return f"{','.join(terms)}->{out}"
 
 
-def einsum(spec, *operands):
+def einsum(spec: str, *operands: Any) -> Any:
     """``einsum`` with NumPy's subscripts. In batched mode every batched operand (and the
     output) starts with one shared batch letter (``"bij,bj->bi"``); constants without it are
     shared. Jacobians: ``einsum`` of the other operands with each operand's basis.
@@ -231,17 +257,22 @@ def einsum(spec, *operands):
     (2, 3)
     """
     spec = _explicit(spec, operands)
-    ins, out = spec.split("->")
-    ins = ins.split(",")
+    inputs, out = spec.split("->")
+    ins = inputs.split(",")
     call = Call(*operands)
     if not call.traced:
         return np.einsum(spec, *(as_operand_array(o, f"operand {i}") for i, o in enumerate(operands)))
     if call.per_sample:
-        ops = [o if isinstance(o, Tracer) else as_operand_array(o, f"operand {i}") for i, o in enumerate(operands)]
+        ops = [
+            o if isinstance(o, Tracer) else as_operand_array(o, f"operand {i}")
+            for i, o in enumerate(operands)
+        ]
         return unwrap(bind(EINSUM, ops, {"spec": spec}))
     batch_letter = next(s[0] for s, o in zip(ins, operands) if isinstance(o, Tracer) and o.node.batched)
     if not out.startswith(batch_letter) or out.count(batch_letter) != 1:
-        raise ValueError(f"einsum: the output {out!r} must start with the batch letter {batch_letter!r} (batched mode; {_PER_SAMPLE_HINT})")
+        raise ValueError(
+            f"einsum: the output {out!r} must start with the batch letter {batch_letter!r} (batched mode; {_PER_SAMPLE_HINT})"
+        )
     ops, sample_ins = [], []
     for i, (s, o) in enumerate(zip(ins, operands)):
         batched = s.startswith(batch_letter)
@@ -249,18 +280,22 @@ def einsum(spec, *operands):
             raise ValueError(f"einsum: the batch letter {batch_letter!r} may only lead an operand, got {s!r}")
         if isinstance(o, Tracer):
             if o.node.batched != batched:
-                raise ValueError(f"einsum: operand {i} ({s!r}) is {'' if o.node.batched else 'not '}batched but its subscripts say otherwise")
+                raise ValueError(
+                    f"einsum: operand {i} ({s!r}) is {'' if o.node.batched else 'not '}batched but its subscripts say otherwise"
+                )
             ops.append(o)
         else:
             o = as_operand_array(o, f"operand {i}")
             if batched and o.shape[0] != call.batch:
-                raise ValueError(f"einsum: operand {i} ({s!r}) has {o.shape[0]} entries along the batch letter, expected {call.batch}")
+                raise ValueError(
+                    f"einsum: operand {i} ({s!r}) has {o.shape[0]} entries along the batch letter, expected {call.batch}"
+                )
             ops.append(Batched(o) if batched else o)
         sample_ins.append(s[1:] if batched else s)
     return unwrap(bind(EINSUM, ops, {"spec": f"{','.join(sample_ins)}->{out[1:]}"}))
 
 
-def _axis_op(primitive, x, axis, what):
+def _axis_op(primitive: Primitive, x: Any, axis: int, what: str) -> Any:
     from batchjac.exact.ops.operands import full_ndim, sample_axis
 
     call = Call(x)
@@ -268,7 +303,7 @@ def _axis_op(primitive, x, axis, what):
     return unwrap(bind(primitive, (operand,), {"axis": sample_axis(axis, full_ndim(x), call, what)}))
 
 
-def softmax(x, axis=-1):
+def softmax(x: Any, axis: int = -1) -> Any:
     """Softmax along ``axis`` (the last by default) of each sample.
 
     Jacobian ``diag(s) - s s^T`` per softmax (block-diagonal over the other axes).
@@ -280,7 +315,7 @@ def softmax(x, axis=-1):
     return _axis_op(SOFTMAX, x, axis, "softmax")
 
 
-def log_softmax(x, axis=-1):
+def log_softmax(x: Any, axis: int = -1) -> Any:
     """Log-softmax along ``axis`` (the last by default) of each sample; Jacobian ``I - 1 s^T``.
 
     >>> import numpy as np, batchjac as bj
@@ -290,7 +325,7 @@ def log_softmax(x, axis=-1):
     return _axis_op(LOG_SOFTMAX, x, axis, "log_softmax")
 
 
-def _square(X, what):
+def _square(X: Any, what: str) -> int:
     call = Call(X)
     operand, shape = main(X, call, "X")
     if len(shape) < 2 or shape[-1] != shape[-2]:
@@ -298,7 +333,7 @@ def _square(X, what):
     return operand
 
 
-def det(X):
+def det(X: Any) -> Any:
     """Determinant of each square matrix: ``(B, ..., n, n) -> (B, ...)``.
 
     ``d det(X) / dX`` is the cofactor matrix ``det(X) X^-T`` (computed from an SVD, so it is
@@ -311,7 +346,7 @@ def det(X):
     return unwrap(bind(DET, (_square(X, "det"),)))
 
 
-def slogdet(X):
+def slogdet(X: Any) -> tuple[Any, Any]:
     """``(sign, log|det X|)`` of each square matrix, each ``(B, ...)``; ``sign`` is not
     differentiable, ``d log|det X| / dX = X^-T``.
 
@@ -324,7 +359,7 @@ def slogdet(X):
     return unwrap(bind(SIGN_DET, (operand,))), unwrap(bind(LOGABSDET, (operand,)))
 
 
-def inv(X):
+def inv(X: Any) -> Any:
     """Inverse of each square matrix; ``dY = -Y dX Y``.
 
     >>> import numpy as np, batchjac as bj
@@ -354,11 +389,11 @@ def solve(A: Any, b: Any) -> Any:
     return unwrap(bind(SOLVE, (A_op, b_op), {"vector": len(sb) == len(sa) - 1}))
 
 
-def _eager_batch(operand):
+def _eager_batch(operand: Any) -> int | None:
     return operand.array.shape[0] if isinstance(operand, Batched) else None
 
 
-def _solve_operand(a, call, name, matrix_axes, batch=None):
+def _solve_operand(a: Any, call: Call, name: str, matrix_axes: int | None, batch: int | None = None) -> Any:
     """An operand of ``solve`` and its per-sample shape. Batchjac's convention: a constant
     with more than ``matrix_axes`` axes (a stack, or b with a leading axis of length B)
     carries the batch axis first; otherwise it is shared."""
@@ -374,7 +409,9 @@ def _solve_operand(a, call, name, matrix_axes, batch=None):
         per_sample = a.ndim >= 2 and (batch is None or a.shape[0] == batch)
     if per_sample:
         if batch is not None and a.shape[0] != batch:
-            raise ValueError(f"solve: {name} of shape {tuple(a.shape)} has {a.shape[0]} samples, expected {batch}")
+            raise ValueError(
+                f"solve: {name} of shape {tuple(a.shape)} has {a.shape[0]} samples, expected {batch}"
+            )
         return Batched(a), tuple(a.shape[1:])
     return a, tuple(a.shape)
 
@@ -391,22 +428,31 @@ def numpy_solve(a: Any, b: Any) -> Any:
     n = a.shape[-1] if isinstance(a, Tracer) else np.shape(a)[-1]
     b_rows = b.shape[0] if full_ndim(b) == 2 else None
     if b_rows is not None and (
-        (isinstance(b, Tracer) and b.node.batched) or (not isinstance(b, Tracer) and b_rows == call.batch and b_rows != n)
+        (isinstance(b, Tracer) and b.node.batched)
+        or (not isinstance(b, Tracer) and b_rows == call.batch and b_rows != n)
     ):
         raise ValueError(
             "numpy.linalg.solve(a, b) with b of shape (B, n): NumPy 2 reads b as one matrix whose rows are the "
-            "samples; write numpy.linalg.solve(a, b[..., None])[..., 0], use bj.solve(a, b), or " + _PER_SAMPLE_HINT
+            "samples; write numpy.linalg.solve(a, b[..., None])[..., 0], use bj.solve(a, b), or "
+            + _PER_SAMPLE_HINT
         )
     stacks = [full_ndim(o) - core for o, core in ((a, 2), (b, 1 if vector else 2))]
     traced = [isinstance(o, Tracer) and o.node.batched for o in (a, b)]
-    a_op = _batched_operand(a, call, "a", stack_rank_of_partner=stacks[1] if traced[1] else None, what="numpy.linalg.solve")
+    a_op = _batched_operand(
+        a, call, "a", stack_rank_of_partner=stacks[1] if traced[1] else None, what="numpy.linalg.solve"
+    )
     b_op = _batched_operand(
-        b, call, "b", stack_rank_of_partner=stacks[0] if traced[0] else None, core=1 if vector else 2, what="numpy.linalg.solve"
+        b,
+        call,
+        "b",
+        stack_rank_of_partner=stacks[0] if traced[0] else None,
+        core=1 if vector else 2,
+        what="numpy.linalg.solve",
     )
     return unwrap(bind(SOLVE, (a_op, b_op), {"vector": vector}))
 
 
-def cholesky(A):
+def cholesky(A: Any) -> Any:
     """Lower Cholesky factor of each symmetric positive-definite matrix (NumPy reads the
     lower triangle only: the derivative w.r.t. the strict upper triangle is 0).
 
@@ -417,7 +463,7 @@ def cholesky(A):
     return unwrap(bind(CHOLESKY, (_square(A, "cholesky"),)))
 
 
-def matrix_power(X, k: int):
+def matrix_power(X: Any, k: int) -> Any:
     """``X^k`` per sample by repeated squaring (``k < 0``: of the inverse).
 
     >>> import numpy as np, batchjac as bj
@@ -442,4 +488,3 @@ def matrix_power(X, k: int):
         eye = np.broadcast_to(np.eye(n, dtype=dtype), lax.shape(operand))
         result = lax.add(lax.mul(operand, 0.0), eye)
     return unwrap(result)
-

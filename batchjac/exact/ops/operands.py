@@ -13,6 +13,8 @@ numbers) and per-sample axes; what would mix samples raises.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -26,8 +28,8 @@ class Call:
 
     __slots__ = ("recording", "mode", "batch")
 
-    def __init__(self, *args):
-        flat = []
+    def __init__(self, *args: Any):
+        flat: list[Any] = []
         for a in args:
             if isinstance(a, (list, tuple)):
                 flat.extend(a)
@@ -46,26 +48,28 @@ class Call:
         return self.recording is not None
 
 
-def is_number(a) -> bool:
+def is_number(a: Any) -> bool:
     return isinstance(a, (numbers.Number, np.bool_)) and not isinstance(a, np.ndarray)
 
 
-def as_operand_array(a, name):
+def as_operand_array(a: Any, name: str) -> Any:
     """A non-traced operand as an array (float or integer or boolean data)."""
     a = as_array(a, name)
     if a.dtype.kind not in "fiub":
-        raise TypeError(f"{name}: expected real numbers (floating, integer or boolean data), got dtype {a.dtype}")
+        raise TypeError(
+            f"{name}: expected real numbers (floating, integer or boolean data), got dtype {a.dtype}"
+        )
     return a
 
 
-def full_ndim(a) -> int:
+def full_ndim(a: Any) -> int:
     """The number of axes ``f`` sees on ``a``."""
     if isinstance(a, Tracer):
         return len(a.shape)
     return np.ndim(a)
 
 
-def main(x, call: Call, name: str = "x"):
+def main(x: Any, call: Call, name: str = "x") -> tuple[Any, tuple[int, ...]]:
     """The operand an operation acts on (``bj.sum(x)``, ``bj.exp(x)``): a tracer as it is;
     a plain array carries the batch axis in batched mode and is shared in per-sample mode.
     Returns ``(operand, per-sample shape)``."""
@@ -81,12 +85,12 @@ def main(x, call: Call, name: str = "x"):
     return Batched(x), tuple(x.shape[1:])
 
 
-def unwrap(result):
+def unwrap(result: Any) -> Any:
     """A result for the caller: tracers stay, eager results lose their batch wrapper."""
     return result.array if isinstance(result, Batched) else result
 
 
-def elementwise_operands(args, call: Call, what: str):
+def elementwise_operands(args: Sequence[Any], call: Call, what: str) -> list[Any]:
     """Operands of an element-wise (broadcasting) operation.
 
     Batched mode: the operation's full rank ``R`` is the largest number of axes among the
@@ -95,16 +99,23 @@ def elementwise_operands(args, call: Call, what: str):
     leading length is ``B`` and is shared when it is 1; lower-rank constants are shared.
     Without any tracer (plain arrays) the values follow NumPy's broadcasting exactly.
     """
-    operands = []
+    operands: list[Any] = []
     if not call.traced:
         for i, a in enumerate(args):
-            operands.append(a if is_number(a) or isinstance(a, Batched) else as_operand_array(a, f"{what} operand {i}"))
+            operands.append(
+                a if is_number(a) or isinstance(a, Batched) else as_operand_array(a, f"{what} operand {i}")
+            )
         return operands
     if call.per_sample:
         for i, a in enumerate(args):
-            operands.append(a if isinstance(a, Tracer) or is_number(a) else as_operand_array(a, f"{what} operand {i}"))
+            operands.append(
+                a if isinstance(a, Tracer) or is_number(a) else as_operand_array(a, f"{what} operand {i}")
+            )
         return operands
-    arrays = [a if isinstance(a, Tracer) or is_number(a) else as_operand_array(a, f"{what} operand {i}") for i, a in enumerate(args)]
+    arrays = [
+        a if isinstance(a, Tracer) or is_number(a) else as_operand_array(a, f"{what} operand {i}")
+        for i, a in enumerate(args)
+    ]
     rank = max(full_ndim(a) for a in arrays if not is_number(a))
     batch = call.batch
     for i, a in enumerate(arrays):
@@ -132,7 +143,9 @@ def elementwise_operands(args, call: Call, what: str):
     return operands
 
 
-def sample_axes(axis, ndim: int, call: Call, what: str, *, none_means_all: bool = True) -> tuple:
+def sample_axes(
+    axis: Any, ndim: int, call: Call, what: str, *, none_means_all: bool = True
+) -> tuple[int, ...]:
     """Per-sample axes of ``axis`` given against ``ndim`` axes that ``f`` sees.
 
     Batched mode: axis 0 is the batch axis (refused: it would mix samples) and the others
@@ -148,13 +161,14 @@ def sample_axes(axis, ndim: int, call: Call, what: str, *, none_means_all: bool 
             )
         return tuple(range(ndim - 1 if batched else ndim))
     axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
-    out = []
+    out: list[int] = []
     for a in axes:
         if isinstance(a, bool) or not isinstance(a, numbers.Integral):
             raise TypeError(f"{what}: axis must be an integer or a tuple of integers, got {axis!r}")
+        a = int(a)
         if not -ndim <= a < ndim:
             raise ValueError(f"{what}: axis {a} is out of range for an array of {ndim} dimensions")
-        a = int(a) % ndim
+        a %= ndim
         if batched:
             if a == 0:
                 raise ValueError(
@@ -168,17 +182,17 @@ def sample_axes(axis, ndim: int, call: Call, what: str, *, none_means_all: bool 
     return tuple(sorted(out))
 
 
-def sample_axis(axis, ndim: int, call: Call, what: str) -> int:
+def sample_axis(axis: Any, ndim: int, call: Call, what: str) -> int:
     return sample_axes(axis, ndim, call, what)[0]
 
 
-def new_axis(axis, result_ndim: int, call: Call, what: str) -> int:
+def new_axis(axis: Any, result_ndim: int, call: Call, what: str) -> int:
     """The per-sample position of a new axis given against ``result_ndim`` axes (stack,
     expand_dims)."""
     return sample_axis(axis, result_ndim, call, what)
 
 
-def per_sample_shape(shape, call: Call, what: str, batch_size=None) -> tuple:
+def per_sample_shape(shape: Any, call: Call, what: str, batch_size: int | None = None) -> tuple[int, ...]:
     """A full shape given by ``f`` (``reshape``, ``broadcast_to``) as a per-sample shape: in
     batched mode its first entry must be ``B`` (or -1 for reshape)."""
     shape = (shape,) if isinstance(shape, numbers.Integral) else tuple(int(s) for s in shape)

@@ -10,6 +10,8 @@ set of inputs with weights (see :mod:`batchjac.exact.primitives.reductions`).
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -20,7 +22,14 @@ from batchjac.exact.primitives.base import REGISTRY, size_of
 from batchjac.exact.tracer import bind
 
 
-def reduce(primitive: str, x, axis, keepdims: bool, what: str, numpy_semantics: bool = False):
+def reduce(
+    primitive: str,
+    x: Any,
+    axis: int | Sequence[int] | None,
+    keepdims: bool,
+    what: str,
+    numpy_semantics: bool = False,
+) -> Any:
     """``primitive`` over ``axis`` of ``x``; ``numpy_semantics``: ``axis=None`` includes the
     batch axis (refused in batched mode) instead of meaning every axis of a sample."""
     call = Call(x)
@@ -32,14 +41,14 @@ def reduce(primitive: str, x, axis, keepdims: bool, what: str, numpy_semantics: 
     return unwrap(out)
 
 
-def _count(x, axis, what, numpy_semantics=False):
+def _count(x: Any, axis: int | Sequence[int] | None, what: str, numpy_semantics: bool = False) -> int:
     call = Call(x)
     operand, shape = main(x, call)
     axes = sample_axes(axis, full_ndim(x), call, what, none_means_all=not numpy_semantics)
     return size_of([shape[a] for a in axes])
 
 
-def sum(x, axis=None, keepdims=False):  # noqa: A001 - the mathematical name
+def sum(x: Any, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Any:  # noqa: A001 - the mathematical name
     """Sum over axes of each sample (all of them by default): ``(B, ...) -> (B, ...)``.
 
     Jacobian: each output sums its inputs (an index map, never a dense 0/1 matrix); for a
@@ -52,7 +61,7 @@ def sum(x, axis=None, keepdims=False):  # noqa: A001 - the mathematical name
     return reduce("reduce_sum", x, axis, keepdims, "sum")
 
 
-def mean(x, axis=None, keepdims=False):
+def mean(x: Any, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Any:
     """Mean over axes of each sample (all of them by default); the sum scaled by ``1/count``.
 
     >>> import numpy as np, batchjac as bj
@@ -63,7 +72,7 @@ def mean(x, axis=None, keepdims=False):
     return FUNCTIONS["multiply"](sum(x, axis, keepdims), 1.0 / count if count else np.nan)
 
 
-def var(x, axis=None, ddof=0, keepdims=False):
+def var(x: Any, axis: int | Sequence[int] | None = None, ddof: int = 0, keepdims: bool = False) -> Any:
     """Variance over axes of each sample: ``mean(|x - mean(x)|^2) * n / (n - ddof)``.
 
     >>> import numpy as np, batchjac as bj
@@ -76,7 +85,7 @@ def var(x, axis=None, ddof=0, keepdims=False):
     return FUNCTIONS["multiply"](total, 1.0 / (count - ddof) if count > ddof else np.inf)
 
 
-def std(x, axis=None, ddof=0, keepdims=False):
+def std(x: Any, axis: int | Sequence[int] | None = None, ddof: int = 0, keepdims: bool = False) -> Any:
     """Standard deviation over axes of each sample: ``sqrt(var)``.
 
     >>> import numpy as np, batchjac as bj
@@ -86,7 +95,7 @@ def std(x, axis=None, ddof=0, keepdims=False):
     return FUNCTIONS["sqrt"](var(x, axis, ddof, keepdims))
 
 
-def prod(x, axis=None, keepdims=False):
+def prod(x: Any, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Any:
     """Product over axes of each sample; the derivative is the product of the other entries
     (exact with zeros).
 
@@ -97,7 +106,7 @@ def prod(x, axis=None, keepdims=False):
     return reduce("reduce_prod", x, axis, keepdims, "prod")
 
 
-def amax(x, axis=None, keepdims=False):
+def amax(x: Any, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Any:
     """Largest entry over axes of each sample; the derivative goes to the largest entry
     (shared equally among ties).
 
@@ -108,7 +117,7 @@ def amax(x, axis=None, keepdims=False):
     return reduce("reduce_max", x, axis, keepdims, "amax")
 
 
-def amin(x, axis=None, keepdims=False):
+def amin(x: Any, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Any:
     """Smallest entry over axes of each sample (see :func:`amax`).
 
     >>> import numpy as np, batchjac as bj
@@ -122,7 +131,7 @@ max = amax  # noqa: A001 - NumPy's names
 min = amin  # noqa: A001
 
 
-def logsumexp(x, axis=None, keepdims=False):
+def logsumexp(x: Any, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Any:
     """``log(sum(exp(x)))`` over axes of each sample, without overflow; its derivative is
     the softmax of ``x`` over those axes.
 
@@ -133,7 +142,7 @@ def logsumexp(x, axis=None, keepdims=False):
     return reduce("logsumexp", x, axis, keepdims, "logsumexp")
 
 
-def _arg(primitive, x, axis, what, numpy_semantics=True):
+def _arg(primitive: str, x: Any, axis: int | None, what: str, numpy_semantics: bool = True) -> Any:
     call = Call(x)
     operand, shape = main(x, call)
     if axis is None:
@@ -146,7 +155,7 @@ def _arg(primitive, x, axis, what, numpy_semantics=True):
     return unwrap(bind(REGISTRY[primitive], (operand,), {"axis": axis_}))
 
 
-def argmax(x, axis=None):
+def argmax(x: Any, axis: int | None = None) -> Any:
     """Positions of the largest entries along ``axis`` (integers, not differentiable).
 
     >>> import numpy as np, batchjac as bj
@@ -156,7 +165,7 @@ def argmax(x, axis=None):
     return _arg("argmax", x, axis, "argmax")
 
 
-def argmin(x, axis=None):
+def argmin(x: Any, axis: int | None = None) -> Any:
     """Positions of the smallest entries along ``axis`` (integers, not differentiable).
 
     >>> import numpy as np, batchjac as bj
@@ -166,7 +175,7 @@ def argmin(x, axis=None):
     return _arg("argmin", x, axis, "argmin")
 
 
-def cumsum(x, axis=None):
+def cumsum(x: Any, axis: int | None = None) -> Any:
     """Cumulative sum along ``axis`` of each sample (``None``: over the flattened sample in
     per-sample mode; refused in batched mode, where it would run over the batch). Jacobian:
     each output sums a prefix (an index map).
@@ -186,7 +195,7 @@ def cumsum(x, axis=None):
     return unwrap(bind(REGISTRY["cumsum"], (operand,), {"axis": axis_}))
 
 
-def norm(x, ord=None, axis=None, keepdims=False):  # noqa: A002 - NumPy's name
+def norm(x: Any, ord: Any = None, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Any:  # noqa: A002 - NumPy's name
     """Vector norm over axes of each sample (all of them by default: the Frobenius norm of
     a matrix): ``ord`` None or 2 (Euclidean), 1, ``inf``, ``-inf``, or any other number
     ``p`` (``sum(|x|^p)^(1/p)``). The derivative of the Euclidean norm at 0 is NaN (as
@@ -206,11 +215,13 @@ def norm(x, ord=None, axis=None, keepdims=False):  # noqa: A002 - NumPy's name
     if ord == -np.inf:
         return amin(magnitude, axis, keepdims)
     if isinstance(ord, numbers.Real) and not isinstance(ord, bool) and ord != 0:
-        return apply_rule("power", sum(apply_rule("power", magnitude, p=float(ord)), axis, keepdims), p=1.0 / ord)
+        return apply_rule(
+            "power", sum(apply_rule("power", magnitude, p=float(ord)), axis, keepdims), p=1.0 / ord
+        )
     raise ValueError(f"norm: ord must be None, 1, 2, 'fro', inf, -inf or a nonzero number, got {ord!r}")
 
 
-def dot(a, b):
+def dot(a: Any, b: Any) -> Any:
     """Batched inner product over the last axis, other axes broadcast: ``sum(a * b, -1)``.
 
     ``dy/da = b^T`` and ``dy/db = a^T`` per sample.

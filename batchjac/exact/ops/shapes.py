@@ -10,9 +10,11 @@ indexed or mixed with another axis (such calls raise, suggesting ``per_sample=Tr
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from batchjac.core.errors import TraceError
 from batchjac.exact import lax
@@ -33,13 +35,13 @@ from batchjac.exact.tracer import Batched, Tracer, bind
 _PER_SAMPLE_HINT = "write f for one sample with per_sample=True, or keep the batch axis first"
 
 
-def _move(name, x, what=None, **params):
+def _move(name: str, x: Any, what: str | None = None, **params: Any) -> Any:
     call = Call(x)
     operand, _ = main(x, call)
     return unwrap(bind(REGISTRY[name], (operand,), params))
 
 
-def reshape(x, shape, *more):
+def reshape(x: Any, shape: int | Sequence[int], *more: int) -> Any:
     """Reshape keeping the batch axis: in batched mode ``shape`` is the full new shape, whose
     first entry is ``B`` or ``-1`` (as in NumPy). Jacobian ``Identity``.
 
@@ -47,8 +49,8 @@ def reshape(x, shape, *more):
     >>> bj.reshape(np.zeros((2, 6)), (-1, 2, 3)).shape
     (2, 2, 3)
     """
-    if more:
-        shape = (shape, *more)
+    if more:  # reshape(x, B, 2, 3), as NumPy takes it
+        shape = (cast(int, shape), *more)
     call = Call(x)
     operand, sample_shape = main(x, call)
     batch = operand.array.shape[0] if isinstance(operand, Batched) else call.batch
@@ -61,7 +63,7 @@ def reshape(x, shape, *more):
     return unwrap(lax.reshape(operand, new)) if new != tuple(sample_shape) else unwrap(operand)
 
 
-def transpose(x, axes=None):
+def transpose(x: Any, axes: Sequence[int] | None = None) -> Any:
     """Permute axes; in batched mode the batch axis stays first: ``axes`` is a full
     permutation starting with 0, and ``None`` reverses the axes of each sample.
 
@@ -72,13 +74,15 @@ def transpose(x, axes=None):
     return _transpose(x, axes, numpy_semantics=False)
 
 
-def _transpose(x, axes, numpy_semantics):
+def _transpose(x: Any, axes: Sequence[int] | None, numpy_semantics: bool) -> Any:
     call = Call(x)
     operand, shape = main(x, call)
     ndim = full_ndim(x)
     if axes is None:
         if numpy_semantics and not call.per_sample and ndim > 1:
-            raise TraceError(f"transpose (.T) of a batch would move the batch axis; use x.mT, numpy.swapaxes(x, -1, -2) or {_PER_SAMPLE_HINT}")
+            raise TraceError(
+                f"transpose (.T) of a batch would move the batch axis; use x.mT, numpy.swapaxes(x, -1, -2) or {_PER_SAMPLE_HINT}"
+            )
         perm = tuple(reversed(range(len(shape))))
     else:
         axes = tuple(axes)
@@ -93,12 +97,14 @@ def _transpose(x, axes, numpy_semantics):
             perm = axes
         else:
             if axes[0] != 0:
-                raise ValueError(f"transpose: axes must be a permutation of range({ndim}) that keeps the batch axis 0 first, got {axes}")
+                raise ValueError(
+                    f"transpose: axes must be a permutation of range({ndim}) that keeps the batch axis 0 first, got {axes}"
+                )
             perm = tuple(a - 1 for a in axes[1:])
     return unwrap(lax.transpose(operand, perm))
 
 
-def swapaxes(x, axis1, axis2):
+def swapaxes(x: Any, axis1: int, axis2: int) -> Any:
     """Swap two axes (neither the batch axis in batched mode).
 
     >>> import numpy as np, batchjac as bj
@@ -113,7 +119,7 @@ def swapaxes(x, axis1, axis2):
     return unwrap(lax.transpose(operand, perm))
 
 
-def moveaxis(x, source, destination):
+def moveaxis(x: Any, source: int | Sequence[int], destination: int | Sequence[int]) -> Any:
     """Move axes to new positions (not the batch axis in batched mode).
 
     >>> import numpy as np, batchjac as bj
@@ -126,7 +132,9 @@ def moveaxis(x, source, destination):
     src = [sample_axis(a, ndim, call, "moveaxis") for a in np.atleast_1d(source)]
     dst = [sample_axis(a, ndim, call, "moveaxis") for a in np.atleast_1d(destination)]
     if len(src) != len(dst):
-        raise ValueError(f"moveaxis: source and destination must have the same number of axes, got {source} and {destination}")
+        raise ValueError(
+            f"moveaxis: source and destination must have the same number of axes, got {source} and {destination}"
+        )
     if len(set(src)) != len(src) or len(set(dst)) != len(dst):
         raise ValueError(f"moveaxis: repeated axis in source {source} or destination {destination}")
     perm = [a for a in range(len(shape)) if a not in src]
@@ -135,7 +143,7 @@ def moveaxis(x, source, destination):
     return unwrap(lax.transpose(operand, tuple(perm)))
 
 
-def squeeze(x, axis=None):
+def squeeze(x: Any, axis: int | Sequence[int] | None = None) -> Any:
     """Remove axes of length 1 of each sample (``None``: all of them; never the batch axis).
 
     >>> import numpy as np, batchjac as bj
@@ -144,14 +152,18 @@ def squeeze(x, axis=None):
     """
     call = Call(x)
     operand, shape = main(x, call)
-    axes = [i for i, d in enumerate(shape) if d == 1] if axis is None else sample_axes(axis, full_ndim(x), call, "squeeze")
+    axes = (
+        [i for i, d in enumerate(shape) if d == 1]
+        if axis is None
+        else sample_axes(axis, full_ndim(x), call, "squeeze")
+    )
     for a in axes:
         if shape[a] != 1:
             raise ValueError(f"squeeze: axis {a} of a sample of shape {shape} does not have length 1")
     return unwrap(lax.reshape(operand, tuple(d for i, d in enumerate(shape) if i not in axes)))
 
 
-def expand_dims(x, axis):
+def expand_dims(x: Any, axis: int | Sequence[int]) -> Any:
     """Insert an axis of length 1 (its position counted in the result, as in NumPy).
 
     >>> import numpy as np, batchjac as bj
@@ -160,7 +172,7 @@ def expand_dims(x, axis):
     """
     call = Call(x)
     operand, shape = main(x, call)
-    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
+    axes = (axis,) if isinstance(axis, (int, numbers.Integral)) else tuple(axis)
     positions = sample_axes(axes, full_ndim(x) + len(axes), call, "expand_dims")
     new = list(shape)
     for p in sorted(positions):
@@ -168,7 +180,7 @@ def expand_dims(x, axis):
     return unwrap(lax.reshape(operand, tuple(new)))
 
 
-def broadcast_to(x, shape):
+def broadcast_to(x: Any, shape: int | Sequence[int]) -> Any:
     """Broadcast to ``shape`` (in batched mode the full shape, ``B`` first); Jacobian: a
     ``Gather`` that repeats entries.
 
@@ -185,12 +197,13 @@ def broadcast_to(x, shape):
     return unwrap(lax.broadcast_to(operand, new))
 
 
-def _concat_operands(arrays, call, what):
+def _concat_operands(arrays: Any, call: Call, what: str) -> tuple[list[Any], list[tuple[int, ...]]]:
     if isinstance(arrays, (Tracer, np.ndarray)) or not isinstance(arrays, (list, tuple)):
         raise TypeError(f"{what}: expected a sequence of arrays, got {type(arrays).__name__}")
     if not arrays:
         raise ValueError(f"{what}: need at least one array")
-    operands, shapes = [], []
+    operands: list[Any] = []
+    shapes: list[tuple[int, ...]] = []
     for i, a in enumerate(arrays):
         if isinstance(a, Tracer):
             operands.append(a)
@@ -214,7 +227,7 @@ def _concat_operands(arrays, call, what):
     return operands, shapes
 
 
-def concatenate(arrays, axis=0):
+def concatenate(arrays: Any, axis: int = 0) -> Any:
     """Join arrays along an existing axis (not the batch axis in batched mode: NumPy's
     default ``axis=0`` is refused there; use ``axis=1`` or ``-1``).
 
@@ -229,7 +242,7 @@ def concatenate(arrays, axis=0):
     return unwrap(bind(CONCATENATE, operands, {"axis": a}))
 
 
-def stack(arrays, axis=0):
+def stack(arrays: Any, axis: int = 0) -> Any:
     """Join arrays along a new axis (counted in the result; not the batch axis in batched
     mode: NumPy's default ``axis=0`` is refused there; use ``axis=1`` or ``-1``).
 
@@ -249,7 +262,7 @@ def stack(arrays, axis=0):
     return unwrap(bind(CONCATENATE, expanded, {"axis": a}))
 
 
-def flip(x, axis=None):
+def flip(x: Any, axis: int | Sequence[int] | None = None) -> Any:
     """Reverse the order of entries along axes (``None``: every axis of a sample in
     per-sample mode; refused in batched mode, where it would flip the batch).
 
@@ -262,7 +275,7 @@ def flip(x, axis=None):
     return _move("flip", x, axes=axes)
 
 
-def roll(x, shift, axis=None):
+def roll(x: Any, shift: int | Sequence[int], axis: int | Sequence[int] | None = None) -> Any:
     """Roll entries along one axis (``None``: over the flattened sample in per-sample mode).
 
     >>> import numpy as np, batchjac as bj
@@ -275,14 +288,14 @@ def roll(x, shift, axis=None):
         if not call.per_sample:
             sample_axes(None, 0, call, "roll", none_means_all=False)
         flat = lax.reshape(operand, (size_of(shape),))
-        rolled = bind(REGISTRY["roll"], (flat,), {"shift": int(shift), "axis": 0})
+        rolled = bind(REGISTRY["roll"], (flat,), {"shift": int(cast(int, shift)), "axis": 0})
         return unwrap(lax.reshape(rolled, shape))
     axes = sample_axes(axis, full_ndim(x), call, "roll")
-    shifts = (shift,) * len(axes) if isinstance(shift, numbers.Integral) else tuple(shift)
+    shifts = (shift,) * len(axes) if isinstance(shift, (int, numbers.Integral)) else tuple(shift)
     return unwrap(bind(REGISTRY["roll"], (operand,), {"shift": tuple(int(s) for s in shifts), "axis": axes}))
 
 
-def tile(x, reps):
+def tile(x: Any, reps: int | Sequence[int]) -> Any:
     """Repeat the whole array ``reps`` times along each axis (NumPy's ``tile``); in batched
     mode the batch axis must be repeated once.
 
@@ -292,16 +305,18 @@ def tile(x, reps):
     """
     call = Call(x)
     operand, shape = main(x, call)
-    reps = (reps,) if isinstance(reps, numbers.Integral) else tuple(int(r) for r in reps)
+    counts = (reps,) if isinstance(reps, (int, numbers.Integral)) else tuple(int(r) for r in reps)
     ndim = full_ndim(x)
     if not call.per_sample:
-        if len(reps) > ndim or (len(reps) == ndim and reps[0] != 1):
-            raise ValueError(f"tile: the batch axis must be repeated once, got reps {reps} for {ndim} axes; {_PER_SAMPLE_HINT}")
-        reps = reps[1:] if len(reps) == ndim else reps
-    return unwrap(bind(REGISTRY["tile"], (operand,), {"reps": reps}))
+        if len(counts) > ndim or (len(counts) == ndim and counts[0] != 1):
+            raise ValueError(
+                f"tile: the batch axis must be repeated once, got reps {counts} for {ndim} axes; {_PER_SAMPLE_HINT}"
+            )
+        counts = counts[1:] if len(counts) == ndim else counts
+    return unwrap(bind(REGISTRY["tile"], (operand,), {"reps": counts}))
 
 
-def repeat(x, repeats, axis=None):
+def repeat(x: Any, repeats: int | Sequence[int], axis: int | None = None) -> Any:
     """Repeat each entry ``repeats`` times along ``axis`` (``None``: the flattened sample in
     per-sample mode).
 
@@ -311,14 +326,14 @@ def repeat(x, repeats, axis=None):
     """
     call = Call(x)
     operand, shape = main(x, call)
-    repeats = int(repeats) if isinstance(repeats, numbers.Integral) else tuple(int(r) for r in repeats)
+    counts = int(repeats) if isinstance(repeats, (int, numbers.Integral)) else tuple(int(r) for r in repeats)
     if axis is None:
         if not call.per_sample:
             sample_axes(None, 0, call, "repeat", none_means_all=False)
         operand, a = lax.reshape(operand, (size_of(shape),)), 0
     else:
         a = sample_axis(axis, full_ndim(x), call, "repeat")
-    return unwrap(bind(REGISTRY["repeat"], (operand,), {"repeats": repeats, "axis": a}))
+    return unwrap(bind(REGISTRY["repeat"], (operand,), {"repeats": counts, "axis": a}))
 
 
 PAD_MODES = ("constant", "edge", "reflect", "symmetric", "wrap")
@@ -341,13 +356,19 @@ def pad(x: Any, pad_width: Any, mode: str = "constant", constant_values: Any = 0
     call = Call(x)
     operand, shape = main(x, call)
     ndim = full_ndim(x)
-    widths = np.asarray(pad_width, dtype=np.int64)
+    widths: Any = np.asarray(pad_width, dtype=np.int64)
     if widths.size not in (1, 2, 2 * ndim) or (widths < 0).any():
-        raise ValueError(f"pad: pad_width must be non-negative, one pair or one pair per axis ({ndim}), got {pad_width!r}")
-    widths = np.broadcast_to(widths.reshape(-1, 2) if widths.size > 1 else np.full((1, 2), widths.item()), (ndim, 2))
+        raise ValueError(
+            f"pad: pad_width must be non-negative, one pair or one pair per axis ({ndim}), got {pad_width!r}"
+        )
+    widths = np.broadcast_to(
+        widths.reshape(-1, 2) if widths.size > 1 else np.full((1, 2), widths.item()), (ndim, 2)
+    )
     if not call.per_sample:
         if widths[0].any():
-            raise ValueError(f"pad: the batch axis cannot be padded, got pad_width {widths[0].tolist()} for it")
+            raise ValueError(
+                f"pad: the batch axis cannot be padded, got pad_width {widths[0].tolist()} for it"
+            )
         widths = widths[1:]
     widths = tuple((int(a), int(b)) for a, b in widths)
     padded = bind(REGISTRY["pad"], (operand,), {"pad_width": widths, "mode": mode})
@@ -355,22 +376,28 @@ def pad(x: Any, pad_width: Any, mode: str = "constant", constant_values: Any = 0
     if mode == "constant" and np.any(values != 0):
         if values.ndim == 2 and values.shape[0] == ndim and not call.per_sample:
             values = values[1:]  # the batch axis's pair (it is not padded)
-        border = np.pad(np.zeros(shape), widths, constant_values=values if values.ndim < 2 else tuple(map(tuple, values)))
+        border = np.pad(
+            np.zeros(shape), widths, constant_values=values if values.ndim < 2 else tuple(map(tuple, values))
+        )
         padded = lax.add(padded, border.astype(lax.aval(padded)[1]))
     return unwrap(padded)
 
 
-def _triangle(x, k, lower, what):
+def _triangle(x: Any, k: int, lower: bool, what: str) -> Any:
     call = Call(x)
     operand, shape = main(x, call)
     if len(shape) < 2:
-        raise ValueError(f"{what}: expected matrices (..., n, m) per sample, got per-sample shape {shape}; {_PER_SAMPLE_HINT}")
+        raise ValueError(
+            f"{what}: expected matrices (..., n, m) per sample, got per-sample shape {shape}; {_PER_SAMPLE_HINT}"
+        )
     n, m = shape[-2:]
-    mask = (np.tril(np.ones((n, m)), k) if lower else np.triu(np.ones((n, m)), k)).astype(lax.aval(operand)[1])
+    mask = (np.tril(np.ones((n, m)), k) if lower else np.triu(np.ones((n, m)), k)).astype(
+        lax.aval(operand)[1]
+    )
     return unwrap(lax.mul(operand, mask))
 
 
-def triu(x, k=0):
+def triu(x: Any, k: int = 0) -> Any:
     """The upper triangle of each matrix (last two axes of a sample); Jacobian: a diagonal
     0/1 mask.
 
@@ -381,7 +408,7 @@ def triu(x, k=0):
     return _triangle(x, k, lower=False, what="triu")
 
 
-def tril(x, k=0):
+def tril(x: Any, k: int = 0) -> Any:
     """The lower triangle of each matrix (last two axes of a sample).
 
     >>> import numpy as np, batchjac as bj
@@ -391,7 +418,7 @@ def tril(x, k=0):
     return _triangle(x, k, lower=True, what="tril")
 
 
-def diagonal(x, offset=0, axis1=-2, axis2=-1):
+def diagonal(x: Any, offset: int = 0, axis1: int = -2, axis2: int = -1) -> Any:
     """The diagonal of each matrix (axes ``axis1``, ``axis2`` of a sample, the last two by
     default), as a new last axis.
 
@@ -405,7 +432,7 @@ def diagonal(x, offset=0, axis1=-2, axis2=-1):
     return _move("diagonal", x, offset=int(offset), axis1=a1, axis2=a2)
 
 
-def diag(v, k=0):
+def diag(v: Any, k: int = 0) -> Any:
     """Per sample: a vector becomes the matrix with it on diagonal ``k``; a matrix gives its
     diagonal ``k``.
 
@@ -422,7 +449,7 @@ def diag(v, k=0):
     raise ValueError(f"diag: expected a vector or a matrix per sample, got per-sample shape {shape}")
 
 
-def trace(x, offset=0, axis1=-2, axis2=-1):
+def trace(x: Any, offset: int = 0, axis1: int = -2, axis2: int = -1) -> Any:
     """The trace of each matrix: the sum of :func:`diagonal`.
 
     >>> import numpy as np, batchjac as bj
@@ -434,13 +461,15 @@ def trace(x, offset=0, axis1=-2, axis2=-1):
     return sum_(diagonal(x, offset, axis1, axis2), axis=-1)
 
 
-def sample_key(key, call: Call, ndim: int):
+def sample_key(key: Any, call: Call, ndim: int) -> tuple[Any, ...]:
     """The part of an index ``f`` gives that acts on one sample; in batched mode the batch
     axis must be kept whole (``x[:, ...]``, ``x[..., 0]``)."""
     key = key if isinstance(key, tuple) else (key,)
     for k in key:
         if isinstance(k, Tracer):
-            raise TraceError("indexing with a traced array (a data-dependent index) does not trace; use bj.where or a constant index")
+            raise TraceError(
+                "indexing with a traced array (a data-dependent index) does not trace; use bj.where or a constant index"
+            )
     if call.per_sample:
         return key
     if key and key[0] is Ellipsis:
@@ -449,10 +478,12 @@ def sample_key(key, call: Call, ndim: int):
         return key
     if key and isinstance(key[0], slice) and key[0] == slice(None):
         return key[1:]
-    raise IndexError(f"index: the batch axis (axis 0) must be kept whole, e.g. x[:, ...]; got {key!r}; {_PER_SAMPLE_HINT}")
+    raise IndexError(
+        f"index: the batch axis (axis 0) must be kept whole, e.g. x[:, ...]; got {key!r}; {_PER_SAMPLE_HINT}"
+    )
 
 
-def take(x, key):
+def take(x: Any, key: Any) -> Any:
     """``x[key]``; in batched mode ``key`` keeps the batch axis whole (``x[:, 1:3]``,
     ``x[..., 0]``). Jacobian: a ``Gather`` (per sample). Advanced indices keep the batch
     axis first.
@@ -467,7 +498,7 @@ def take(x, key):
     return unwrap(bind(REGISTRY["getitem"], (operand,), {"key": per_sample}))
 
 
-def astype(x, dtype):
+def astype(x: Any, dtype: DTypeLike) -> Any:
     """``x`` in ``dtype``: the identity between floating types; an integer or boolean result
     is not differentiable.
 

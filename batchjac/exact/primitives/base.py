@@ -25,11 +25,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import numbers
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from batchjac.core.arrays import device_of
-from batchjac.exact.ir import Literal, Var
+from batchjac.exact.ir import Atom, Literal, Var
+from batchjac.structured.base import Jacobian
 
 REGISTRY: dict[str, "Primitive"] = {}
 
@@ -47,27 +51,35 @@ class Primitive:
             raise ValueError(f"primitive {self.name!r} is declared twice")
         REGISTRY[self.name] = self
 
-    def abstract(self, inputs, **params):
+    # The rules take the static parameters by keyword (``**params``, as an Equation stores
+    # them); each primitive names its own. The signatures below end in ``*args: Any,
+    # **params: Any`` so that a rule naming its parameters is a valid override of them.
+
+    def abstract(
+        self, inputs: Sequence[Atom], *args: Any, **params: Any
+    ) -> tuple[tuple[int, ...], np.dtype[Any]]:
         raise NotImplementedError(self.name)
 
-    def impl(self, xp, values, batched, **params):
+    def impl(self, xp: Any, values: Sequence[Any], batched: Sequence[bool], *args: Any, **params: Any) -> Any:
         raise NotImplementedError(self.name)
 
-    def jacobian(self, ctx: "JacobianContext", i: int, **params):
+    def jacobian(self, ctx: JacobianContext, i: int, *args: Any, **params: Any) -> Jacobian:
         raise NotImplementedError(f"{self.name}: no structured Jacobian rule")
 
-    def local_jacobians(self, ctx: "JacobianContext", wrt, **params):
+    def local_jacobians(
+        self, ctx: JacobianContext, wrt: Iterable[int], *args: Any, **params: Any
+    ) -> tuple[Any, dict[int, Jacobian]]:
         value = self.impl(ctx.xp, ctx.values, ctx.batched, **params)
         ctx.value = value
         return value, {i: self.jacobian(ctx, i, **params) for i in wrt}
 
-    def vjp(self, cotangent, i: int, inputs, out, **params):
+    def vjp(self, cotangent: Any, i: int, inputs: Sequence[Any], out: Any, *args: Any, **params: Any) -> Any:
         raise NotImplementedError(f"{self.name}: no reverse-mode rule (second derivatives and nesting)")
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<primitive {self.name}>"
 
-    def __reduce__(self):  # primitives are singletons: pickle by name (Dask ships programs)
+    def __reduce__(self) -> tuple[Any, tuple[str]]:  # singletons: pickle by name (Dask ships programs)
         return (REGISTRY.__getitem__, (self.name,))
 
 
@@ -77,14 +89,24 @@ class JacobianContext:
 
     __slots__ = ("xp", "values", "batched", "inputs", "out", "batch", "value", "dtype", "ops")
 
-    def __init__(self, xp, values, batched, inputs, out: Var, batch: int, dtype, ops=None):
+    def __init__(
+        self,
+        xp: Any,
+        values: Sequence[Any],
+        batched: Sequence[bool],
+        inputs: Sequence[Atom],
+        out: Var,
+        batch: int,
+        dtype: npt.DTypeLike,
+        ops: Any = None,
+    ):
         self.xp = xp
         self.values = values
         self.batched = batched
         self.inputs = inputs
         self.out = out
         self.batch = batch
-        self.value = None
+        self.value: Any = None
         self.dtype = np.dtype(dtype)
         self.ops = ops  # the backend serving the call (its elementwise primitive, ...)
 
@@ -93,7 +115,7 @@ class JacobianContext:
         arrays = [v for v in self.values if hasattr(v, "shape")]
         return device_of(arrays[0]) if arrays else "cpu"
 
-    def per_sample(self, i: int):
+    def per_sample(self, i: int) -> Any:
         """Input ``i`` as a ``(B, *shape)`` array (a shared input broadcast, without a copy)."""
         v = self.values[i]
         shape = self.inputs[i].shape
@@ -101,12 +123,12 @@ class JacobianContext:
             return v
         return self.xp.broadcast_to(v, (self.batch, *shape))
 
-    def flat(self, i: int):
+    def flat(self, i: int) -> Any:
         """Input ``i`` as ``(B, size)``, batched or broadcast."""
         v = self.per_sample(i)
         return v.reshape(self.batch, self.inputs[i].size)
 
-    def out_flat(self):
+    def out_flat(self) -> Any:
         v = self.value
         if not self.out.batched:
             v = self.xp.broadcast_to(v, (self.batch, *self.out.shape))
@@ -118,7 +140,7 @@ class JacobianContext:
 # --------------------------------------------------------------------------------------
 
 
-def broadcast_shapes(*shapes) -> tuple:
+def broadcast_shapes(*shapes: tuple[int, ...]) -> tuple[int, ...]:
     first = shapes[0]
     if all(s == first for s in shapes[1:]):
         return tuple(first)
@@ -130,9 +152,10 @@ def broadcast_shapes(*shapes) -> tuple:
         ) from err
 
 
-def result_dtype(inputs, floating=True):
+def result_dtype(inputs: Iterable[Atom], floating: bool = True) -> np.dtype[Any]:
     """NumPy's promotion of the operands (Python numbers weak); integers become float64
     when ``floating``."""
+    inputs = tuple(inputs)
     dtype = _promote(
         tuple(o.dtype for o in inputs if isinstance(o, Var)),
         tuple(type(o.value) for o in inputs if isinstance(o, Literal)),
@@ -143,13 +166,13 @@ def result_dtype(inputs, floating=True):
 
 
 @functools.lru_cache(maxsize=1024)
-def _promote(dtypes: tuple, literal_types: tuple):
+def _promote(dtypes: tuple[np.dtype[Any], ...], literal_types: tuple[type, ...]) -> np.dtype[Any]:
     arrays = [np.empty((), dtype=d) for d in dtypes]
     literals = [t(0) for t in literal_types]
     return np.result_type(*arrays, *literals) if arrays else np.result_type(*literals)
 
 
-def lift(xp, value, batched: bool, rank: int):
+def lift(xp: Any, value: Any, batched: bool, rank: int) -> Any:
     """``value`` with a leading batch axis (length 1 when shared) and ``rank`` per-sample
     axes (ones inserted after the batch axis, as NumPy's right-aligned broadcasting would).
 
@@ -163,7 +186,7 @@ def lift(xp, value, batched: bool, rank: int):
     return value.reshape((lead,) + (1,) * (rank - len(shape)) + tuple(shape))
 
 
-def unlift(value, batched: bool):
+def unlift(value: Any, batched: bool) -> Any:
     """Drop the leading batch axis of a shared result (see :func:`lift`). A result of
     numbers only (nothing was lifted, e.g. two 0-d cotangents of a reverse sweep) has no
     such axis and stays as it is.
@@ -176,7 +199,7 @@ def unlift(value, batched: bool):
     return value[0, ...]
 
 
-def size_of(shape) -> int:
+def size_of(shape: Sequence[int]) -> int:
     return int(np.prod(shape, dtype=np.int64))
 
 
@@ -193,25 +216,25 @@ class IndexMap:
 
     __slots__ = ("array", "_digest")
 
-    def __init__(self, array):
+    def __init__(self, array: npt.ArrayLike):
         array = np.array(array, dtype=np.int64, order="C")  # a copy; 0-d stays 0-d
         array.setflags(write=False)
         self.array = array
         self._digest = hashlib.sha256(array.tobytes() + repr(array.shape).encode()).hexdigest()[:16]
 
-    def structural_key(self):
+    def structural_key(self) -> tuple[Any, ...]:
         return ("index", self.array.shape, self._digest)
 
     def describe(self) -> str:
         return f"<index {self.array.shape}>"
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash(self._digest)
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, IndexMap) and other._digest == self._digest
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return self.describe()
 
 

@@ -15,23 +15,33 @@ against the result.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from batchjac.backends.dispatch import select_backend
-from batchjac.core.elementwise_rules import BINARY, UNARY, quiet, rule
+from batchjac.core.elementwise_rules import BINARY, UNARY, ElementwiseRule, quiet, rule
 from batchjac.exact import lax
-from batchjac.exact.ir import Literal, Var
+from batchjac.exact.ir import Atom, Literal, Var
 from batchjac.exact.primitives import jacobians
-from batchjac.exact.primitives.base import Primitive, broadcast_shapes, lift, result_dtype, size_of, unlift
-from batchjac.structured.types import Diagonal, Identity
+from batchjac.exact.primitives.base import (
+    JacobianContext,
+    Primitive,
+    broadcast_shapes,
+    lift,
+    result_dtype,
+    size_of,
+    unlift,
+)
+from batchjac.structured.types import Diagonal, Identity, Jacobian
 
 
-def _out_rank(inputs) -> int:
+def _out_rank(inputs: Sequence[Atom]) -> int:
     return max(len(o.shape) for o in inputs)
 
 
-def _lifted(xp, values, batched, rank):
+def _lifted(xp: Any, values: Sequence[Any], batched: Sequence[bool], rank: int) -> list[Any]:
     return [lift(xp, v, b, rank) for v, b in zip(values, batched)]
 
 
@@ -39,50 +49,53 @@ class ElementwisePrimitive(Primitive):
     """One rule of the core's table (looked up by name at each use, so that rules registered
     later by ``bj.register_elementwise`` are primitives too)."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str) -> None:
         super().__init__(name)
         self.differentiable = not rule(name).zero_derivative
 
     @property
-    def rule(self):
+    def rule(self) -> ElementwiseRule:
         return rule(self.name)
 
-    def abstract(self, inputs, **params):
+    def abstract(self, inputs: Sequence[Atom], **params: Any) -> tuple[tuple[int, ...], np.dtype[Any]]:
         shape = broadcast_shapes(*(o.shape for o in inputs))
         return shape, result_dtype(inputs)
 
-    def impl(self, xp, values, batched, **params):
+    def impl(self, xp: Any, values: Sequence[Any], batched: Sequence[bool], **params: Any) -> Any:
         rank = max((np.ndim(v) - b for v, b in zip(values, batched)), default=0)
         value = self.rule.value(xp, *_lifted(xp, values, batched, rank), **params)
         return unlift(value, any(batched))
 
-    def local_jacobians(self, ctx, wrt, **params):
+    def local_jacobians(
+        self, ctx: JacobianContext, wrt: Iterable[int], **params: Any
+    ) -> tuple[Any, dict[int, Jacobian]]:
         xp, found = ctx.xp, self.rule
         rank = len(ctx.out.shape)
         lifted = _lifted(xp, ctx.values, ctx.batched, rank)
         scales = {i: _constant_partial(self.name, ctx.values, ctx.inputs, i, params) for i in wrt}
         if all(s is not None for s in scales.values()):
-            value, partials = found.value(xp, *lifted, **params), None  # no derivative arrays
+            value, partials = found.value(xp, *lifted, **params), []  # no derivative arrays
         else:
             value, *partials = _value_and_partials(xp, found, lifted, params, ctx.ops)
         value = unlift(value, ctx.out.batched)
         ctx.value = value
-        out = {}
+        out: dict[int, Jacobian] = {}
         for i in wrt:
-            if scales[i] is not None:
-                out[i] = _scaled_broadcast(ctx, i, scales[i])
+            scale = scales[i]
+            if scale is not None:
+                out[i] = _scaled_broadcast(ctx, i, scale)
             else:
                 out[i] = _partial_jacobian(ctx, i, partials[i])
         return value, out
 
-    def vjp(self, cotangent, i, inputs, out, **params):
+    def vjp(self, cotangent: Any, i: int, inputs: Sequence[Any], out: Any, **params: Any) -> Any:
         found = self.rule
-        if found.functions is not None:
+        if found.functions is not None or found.scalar is None:
             raise NotImplementedError(
                 f"{self.name}: a rule registered with bj.register_elementwise has no traced derivative "
                 "(it is a compiled scalar function); second derivatives and nesting need a built-in rule"
             )
-        scope = dict(lax.SCALAR_NAMESPACE, pow=_power)
+        scope: dict[str, Any] = dict(lax.SCALAR_NAMESPACE, pow=_power)
         scope.update(zip(found.arguments, inputs))
         scope.update({**found.params, **params})
         scope["y"] = out
@@ -90,15 +103,17 @@ class ElementwisePrimitive(Primitive):
         return lax.unbroadcast(lax.mul(cotangent, partial), lax.shape(inputs[i]))
 
 
-def _power(u, v):
+def _power(u: Any, v: Any) -> Any:
     """``pow`` of a traced derivative expression; ``u ** 1`` is ``u`` itself (the derivative
     of ``x ** 2`` is ``2 x``, whose own Jacobian then stays a scaled identity)."""
-    if isinstance(v, numbers.Number) and float(v) == 1.0:
+    if isinstance(v, numbers.Real) and float(v) == 1.0:
         return u
     return lax.SCALAR_NAMESPACE["pow"](u, v)
 
 
-def _value_and_partials(xp, found, lifted, params, ops=None):
+def _value_and_partials(
+    xp: Any, found: ElementwiseRule, lifted: Sequence[Any], params: dict[str, Any], ops: Any = None
+) -> tuple[Any, ...]:
     """The rule's value and partials in one pass, on the backend of the call (a fused kernel
     on the GPU) when the operands are arrays of one shape, by the namespace's rule otherwise."""
     arrays = [a for a in lifted if not isinstance(a, numbers.Number)]
@@ -108,7 +123,9 @@ def _value_and_partials(xp, found, lifted, params, ops=None):
         return found.value_and_derivatives(xp, *lifted, **params)
 
 
-def _constant_partial(name, values, inputs, i, params):
+def _constant_partial(
+    name: str, values: Sequence[Any], inputs: Sequence[Atom], i: int, params: dict[str, Any]
+) -> float | None:
     """The partial derivative w.r.t. operand ``i`` when it is one number, else None:
     ``x + c``, ``x - c``, ``c * x`` and ``x / c`` (``c`` a Python number, or a constant array
     shared by the batch whose entries are all equal, such as the cotangent seeds of a reverse
@@ -130,12 +147,17 @@ def _constant_partial(name, values, inputs, i, params):
         return float(np.divide(1.0, other))  # inf for 0, as the value is
 
 
-def _uniform_constant(operand, value):
+def _uniform_constant(operand: Atom, value: Any) -> float | None:
     """The one number a constant operand holds (a literal, or a shared NumPy array whose
     entries are all equal), else None. Device arrays are not inspected (no host sync)."""
     if isinstance(operand, Literal):
         return float(operand.value)
-    if operand.batched or not isinstance(value, np.ndarray) or value.size == 0 or value.dtype.kind not in "fiub":
+    if (
+        operand.batched
+        or not isinstance(value, np.ndarray)
+        or value.size == 0
+        or value.dtype.kind not in "fiub"
+    ):
         return None
     first = value.flat[0]
     if value.size > 1 and not (value == first).all():
@@ -143,7 +165,7 @@ def _uniform_constant(operand, value):
     return float(first)
 
 
-def _scaled_broadcast(ctx, i, scale):
+def _scaled_broadcast(ctx: JacobianContext, i: int, scale: float) -> Jacobian:
     """``scale * I`` for an operand of the result's shape, else ``scale`` times the map that
     broadcasts it (a ``Gather``)."""
     operand, out = ctx.inputs[i], ctx.out
@@ -152,7 +174,7 @@ def _scaled_broadcast(ctx, i, scale):
     return jacobians.broadcast(operand.shape, out.shape, ctx.batch, ctx.dtype, ctx.xp, scale=scale)
 
 
-def _partial_jacobian(ctx, i, partial):
+def _partial_jacobian(ctx: JacobianContext, i: int, partial: Any) -> Jacobian:
     """``Diagonal`` of the partial for an operand of the result's shape; the partial's rows
     on the broadcast map otherwise."""
     xp, operand, out = ctx.xp, ctx.inputs[i], ctx.out
@@ -187,27 +209,27 @@ class Select(Primitive):
 
     name = "select"
 
-    def abstract(self, inputs, **params):
+    def abstract(self, inputs: Sequence[Atom], **params: Any) -> tuple[tuple[int, ...], np.dtype[Any]]:
         condition = inputs[0]
         if condition.dtype != np.bool_:
             raise TypeError(f"select: the condition must be boolean, got {condition.dtype}")
         return broadcast_shapes(*(o.shape for o in inputs)), result_dtype(inputs[1:])
 
-    def impl(self, xp, values, batched, **params):
+    def impl(self, xp: Any, values: Sequence[Any], batched: Sequence[bool], **params: Any) -> Any:
         rank = max((np.ndim(v) - b for v, b in zip(values, batched)), default=0)
         c, a, b = _lifted(xp, values, batched, rank)
         out = xp.where(c, a, b)
         dtype = np.result_type(*(v for v in (a, b)))
         return unlift(out.astype(dtype, copy=False), any(batched))
 
-    def jacobian(self, ctx, i, **params):
+    def jacobian(self, ctx: JacobianContext, i: int, **params: Any) -> Jacobian:
         xp, out = ctx.xp, ctx.out
         condition = lift(xp, ctx.values[0], ctx.batched[0], len(out.shape))
         chosen = condition if i == 1 else ~condition
         mask = xp.broadcast_to(chosen, (ctx.batch, *out.shape)).astype(ctx.dtype)
         return _partial_jacobian(ctx, i, mask)
 
-    def vjp(self, cotangent, i, inputs, out, **params):
+    def vjp(self, cotangent: Any, i: int, inputs: Sequence[Any], out: Any, **params: Any) -> Any:
         if i == 0:
             return None
         zero = np.zeros((), dtype=lax.aval(cotangent)[1])
@@ -223,14 +245,14 @@ class Boolean(Primitive):
 
     differentiable = False
 
-    def __init__(self, name: str, function: str):
+    def __init__(self, name: str, function: str) -> None:
         super().__init__(name)
         self.function = function
 
-    def abstract(self, inputs, **params):
+    def abstract(self, inputs: Sequence[Atom], **params: Any) -> tuple[tuple[int, ...], np.dtype[Any]]:
         return broadcast_shapes(*(o.shape for o in inputs)), np.dtype(np.bool_)
 
-    def impl(self, xp, values, batched, **params):
+    def impl(self, xp: Any, values: Sequence[Any], batched: Sequence[bool], **params: Any) -> Any:
         rank = max((np.ndim(v) - b for v, b in zip(values, batched)), default=0)
         out = getattr(xp, self.function)(*_lifted(xp, values, batched, rank))
         return unlift(out, any(batched))
@@ -253,23 +275,23 @@ class Convert(Primitive):
 
     name = "convert"
 
-    def abstract(self, inputs, dtype):
+    def abstract(self, inputs: Sequence[Atom], dtype: Any) -> tuple[tuple[int, ...], np.dtype[Any]]:
         return inputs[0].shape, np.dtype(dtype)
 
-    def impl(self, xp, values, batched, dtype):
+    def impl(self, xp: Any, values: Sequence[Any], batched: Sequence[bool], dtype: Any) -> Any:
         return xp.asarray(values[0]).astype(dtype)
 
-    def jacobian(self, ctx, i, dtype):
+    def jacobian(self, ctx: JacobianContext, i: int, dtype: Any) -> Jacobian:
         return Identity(ctx.out.size, ctx.batch, dtype=ctx.dtype, device=ctx.device)
 
-    def vjp(self, cotangent, i, inputs, out, dtype):
+    def vjp(self, cotangent: Any, i: int, inputs: Sequence[Any], out: Any, dtype: Any) -> Any:
         return lax.convert(cotangent, lax.aval(inputs[0])[1])
 
 
 CONVERT = Convert()
 
 
-def is_floating(var) -> bool:
+def is_floating(var: object) -> bool:
     return isinstance(var, Var) and var.dtype.kind == "f"
 
 

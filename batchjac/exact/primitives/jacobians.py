@@ -16,14 +16,16 @@ product) and not how it is stored; none of them ever builds a 0/1 or Kronecker m
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-from batchjac.structured.types import BlockDiagonal, Dense, Gather, Kronecker, Shared, Sparse
+from batchjac.structured.types import BlockDiagonal, Dense, Gather, Jacobian, Kronecker, Shared, Sparse
 
 
 @functools.lru_cache(maxsize=512)
-def broadcast_index(small_shape: tuple, big_shape: tuple) -> np.ndarray:
+def broadcast_index(small_shape: tuple[int, ...], big_shape: tuple[int, ...]) -> npt.NDArray[np.int64]:
     """The flat input position of every entry of an operand of ``small_shape`` broadcast
     to ``big_shape`` (per sample, NumPy's right-aligned rule)."""
     n_small = int(np.prod(small_shape, dtype=np.int64))
@@ -33,7 +35,9 @@ def broadcast_index(small_shape: tuple, big_shape: tuple) -> np.ndarray:
     return source
 
 
-def selection(index: np.ndarray, in_size: int, batch: int, dtype, xp, *, scale: float = 1.0):
+def selection(
+    index: np.ndarray, in_size: int, batch: int, dtype: Any, xp: Any, *, scale: float = 1.0
+) -> Gather | Sparse:
     """Row ``r`` picks input ``index[r]`` (times ``scale``), or is zero where ``index[r] < 0``."""
     index = np.asarray(index, dtype=np.int64).ravel()
     valid = index >= 0
@@ -46,7 +50,16 @@ def selection(index: np.ndarray, in_size: int, batch: int, dtype, xp, *, scale: 
     return Sparse(xp.asarray(indptr), xp.asarray(index[valid]), values, in_size=in_size, batch=batch)
 
 
-def broadcast(small_shape, big_shape, batch: int, dtype, xp, *, scale: float = 1.0, rows=None):
+def broadcast(
+    small_shape: tuple[int, ...],
+    big_shape: tuple[int, ...],
+    batch: int,
+    dtype: Any,
+    xp: Any,
+    *,
+    scale: float = 1.0,
+    rows: Any = None,
+) -> Gather | Sparse:
     """The Jacobian of broadcasting an operand of per-sample ``small_shape`` to ``big_shape``,
     times ``scale``, or with its row ``r`` scaled by ``rows[:, r]`` (``rows``: ``(B, m)``)."""
     index = broadcast_index(tuple(small_shape), tuple(big_shape))
@@ -57,16 +70,26 @@ def broadcast(small_shape, big_shape, batch: int, dtype, xp, *, scale: float = 1
     return Sparse(indptr, xp.asarray(index), rows, in_size=n_small)
 
 
-def reduction(indptr: np.ndarray, indices: np.ndarray, in_size: int, batch: int, dtype, xp, values=None):
+def reduction(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    in_size: int,
+    batch: int,
+    dtype: Any,
+    xp: Any,
+    values: Any = None,
+) -> Sparse:
     """Output ``r`` sums inputs ``indices[indptr[r]:indptr[r+1]]``, each weighted by
     ``values`` (None: 1; ``(nnz,)``: shared weights; ``(B, nnz)``: per-sample weights)."""
     if values is None:
         values = xp.ones(int(indptr[-1]), dtype=dtype)
     shared = values.ndim == 1
-    return Sparse(xp.asarray(indptr), xp.asarray(indices), values, in_size=in_size, batch=batch if shared else None)
+    return Sparse(
+        xp.asarray(indptr), xp.asarray(indices), values, in_size=in_size, batch=batch if shared else None
+    )
 
 
-def kronecker(left, right, batch: int, dtype, xp):
+def kronecker(left: Any, right: Any, batch: int, dtype: Any, xp: Any) -> Jacobian:
     """``L ⊗ R`` per sample, row-major: each factor an int (an identity of that size), a
     shared matrix ``(p, q)`` or a per-sample matrix ``(B, p, q)``; ``I_1 ⊗ R`` is ``R`` itself
     (``Shared`` or ``Dense``)."""
@@ -77,7 +100,7 @@ def kronecker(left, right, batch: int, dtype, xp):
     return Kronecker(left, right, batch=batch)
 
 
-def blocks(block_array, batch: int, dtype, xp):
+def blocks(block_array: Any, batch: int, dtype: Any, xp: Any) -> Dense | BlockDiagonal:
     """The block-diagonal Jacobian of per-sample blocks ``(B, S, p, q)``."""
     if block_array.shape[1] == 1:
         return Dense(block_array[:, 0])

@@ -12,25 +12,39 @@ every X). Stacks of matrices give block-diagonal Jacobians.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from batchjac.exact import lax
+from batchjac.exact.ir import Atom
 from batchjac.exact.primitives import jacobians
-from batchjac.exact.primitives.base import Primitive, lift, result_dtype, size_of, unlift
+from batchjac.exact.primitives.base import (
+    JacobianContext,
+    Primitive,
+    lift,
+    result_dtype,
+    size_of,
+    unlift,
+)
 from batchjac.exact.tracer import bind
-from batchjac.structured.types import Dense
+from batchjac.structured.types import Dense, Jacobian
 
 
 @functools.lru_cache(maxsize=1024)
-def _matrix_shapes(sa, sb):
+def _matrix_shapes(
+    sa: tuple[int, ...], sb: tuple[int, ...]
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
     """Per-sample shapes of ``a @ b`` with 1-D operands promoted: (sa2, sb2, out, squeeze)."""
     if not sa or not sb:
         raise ValueError("matmul: operands must have at least one axis per sample (use * for scalars)")
     sa2 = (1, *sa) if len(sa) == 1 else tuple(sa)
     sb2 = (*sb, 1) if len(sb) == 1 else tuple(sb)
     if sa2[-1] != sb2[-2]:
-        raise ValueError(f"matmul: per-sample shapes {tuple(sa)} and {tuple(sb)} do not match (q = {sa2[-1]} vs {sb2[-2]})")
+        raise ValueError(
+            f"matmul: per-sample shapes {tuple(sa)} and {tuple(sb)} do not match (q = {sa2[-1]} vs {sb2[-2]})"
+        )
     stack = tuple(np.broadcast_shapes(sa2[:-2], sb2[:-2]))
     out = (*stack, sa2[-2], sb2[-1])
     squeeze = tuple(ax for ax, promoted in ((-2, len(sa) == 1), (-1, len(sb) == 1)) if promoted)
@@ -43,11 +57,11 @@ class MatMul(Primitive):
 
     name = "matmul"
 
-    def abstract(self, inputs, **params):
+    def abstract(self, inputs: Sequence[Atom], **params: Any) -> tuple[tuple[int, ...], np.dtype[Any]]:
         a, b = inputs
         return _matrix_shapes(a.shape, b.shape)[3], result_dtype(inputs)
 
-    def impl(self, xp, values, batched, **params):
+    def impl(self, xp: Any, values: Sequence[Any], batched: Sequence[bool], **params: Any) -> Any:
         (a, b), (ba, bb) = values, batched
         sa = a.shape[1:] if ba else a.shape
         sb = b.shape[1:] if bb else b.shape
@@ -61,12 +75,15 @@ class MatMul(Primitive):
                 y = xp.broadcast_to(y, (y.shape[0], *out))
         else:
             rank = len(out)
-            y = xp.matmul(lift(xp, a2, ba, rank), lift(xp, b2, bb, rank))
+            la, lb = lift(xp, a2, ba, rank), lift(xp, b2, bb, rank)
+            # an outer product (contraction of length 1, as in a per-sample weight gradient
+            # g x^T) is a broadcast multiply: the same products, without a GEMM per sample
+            y = la * lb if len(sa2) >= 2 and sa2[-1] == 1 and len(sb2) >= 2 else xp.matmul(la, lb)
             y = unlift(y, ba or bb)
         lead = (y.shape[0],) if (ba or bb) else ()
         return y.reshape(lead + final)
 
-    def jacobian(self, ctx, i, **params):
+    def jacobian(self, ctx: JacobianContext, i: int, **params: Any) -> Jacobian:
         xp, batch, dtype = ctx.xp, ctx.batch, ctx.dtype
         sa, sb = ctx.inputs[0].shape, ctx.inputs[1].shape
         sa2, sb2, out, _ = _matrix_shapes(sa, sb)
@@ -76,9 +93,11 @@ class MatMul(Primitive):
             if i == 0:  # dY/dA = I_p ⊗ B^T
                 return jacobians.kronecker(sa2[0], xp.swapaxes(b2, -1, -2), batch, dtype, xp)
             return jacobians.kronecker(a2, sb2[1], batch, dtype, xp)  # dY/dB = A ⊗ I_r
-        return _dense_by_basis(ctx, i, lambda operands: self.impl(xp, operands, _flags(ctx, operands, i), **params))
+        return _dense_by_basis(
+            ctx, i, lambda operands: self.impl(xp, operands, _flags(ctx, operands, i), **params)
+        )
 
-    def vjp(self, cotangent, i, inputs, out, **params):
+    def vjp(self, cotangent: Any, i: int, inputs: Sequence[Any], out: Any, **params: Any) -> Any:
         a, b = inputs
         sa, sb = lax.shape(a), lax.shape(b)
         sa2, sb2, out_shape, _ = _matrix_shapes(sa, sb)
@@ -91,7 +110,7 @@ class MatMul(Primitive):
         return lax.reshape(lax.unbroadcast(grad, sb2), sb)
 
 
-def _as_matrix(ctx, i, shape2):
+def _as_matrix(ctx: JacobianContext, i: int, shape2: tuple[int, ...]) -> Any:
     """Operand ``i`` as a per-sample matrix of ``shape2``: ``(B, p, q)`` or shared ``(p, q)``."""
     v = ctx.values[i]
     if ctx.batched[i]:
@@ -99,11 +118,11 @@ def _as_matrix(ctx, i, shape2):
     return v.reshape(shape2)
 
 
-def _flags(ctx, operands, i):
+def _flags(ctx: JacobianContext, operands: Any, i: int) -> tuple[bool, ...]:
     return tuple(True if k == i else b for k, b in enumerate(ctx.batched))
 
 
-def _dense_by_basis(ctx, i, apply):
+def _dense_by_basis(ctx: JacobianContext, i: int, apply: Callable[[list[Any]], Any]) -> Dense:
     """The Jacobian w.r.t. a linear operand ``i`` as ``Dense``: ``apply`` on the basis of
     that operand (all its columns at once, as a batch of ``B * n`` samples)."""
     xp, batch = ctx.xp, ctx.batch
@@ -132,11 +151,11 @@ class Einsum(Primitive):
 
     name = "einsum"
 
-    def abstract(self, inputs, spec):
+    def abstract(self, inputs: Sequence[Atom], spec: str) -> tuple[tuple[int, ...], np.dtype[Any]]:
         ins, out = _parse(spec)
         if len(ins) != len(inputs):
             raise ValueError(f"einsum: {spec!r} names {len(ins)} operands, got {len(inputs)}")
-        sizes = {}
+        sizes: dict[str, int] = {}
         for letters, o in zip(ins, inputs):
             if len(letters) != len(o.shape):
                 raise ValueError(f"einsum: operand {letters!r} of {spec!r} has per-sample shape {o.shape}")
@@ -147,16 +166,18 @@ class Einsum(Primitive):
                 sizes[c] = d if known == 1 else known  # a length-1 axis broadcasts
         return tuple(sizes[c] for c in out), result_dtype(inputs)
 
-    def impl(self, xp, values, batched, spec):
+    def impl(self, xp: Any, values: Sequence[Any], batched: Sequence[bool], spec: str) -> Any:
         ins, out = _parse(spec)
         z = _free_letter(spec)
         full = ",".join(z + s if b else s for s, b in zip(ins, batched))
         return xp.einsum(f"{full}->{z + out if any(batched) else out}", *values)
 
-    def jacobian(self, ctx, i, spec):
-        return _dense_by_basis(ctx, i, lambda operands: self.impl(ctx.xp, operands, _flags(ctx, operands, i), spec))
+    def jacobian(self, ctx: JacobianContext, i: int, spec: str) -> Jacobian:
+        return _dense_by_basis(
+            ctx, i, lambda operands: self.impl(ctx.xp, operands, _flags(ctx, operands, i), spec)
+        )
 
-    def vjp(self, cotangent, i, inputs, out, spec):
+    def vjp(self, cotangent: Any, i: int, inputs: Sequence[Any], out: Any, spec: str) -> Any:
         """``einsum`` of the cotangent with the other operands onto operand ``i``'s distinct
         letters; letters no other term has are broadcast (their sum's derivative is 1), axes
         of length 1 that NumPy broadcast are summed, and a repeated letter (``"ii"``: a
@@ -183,12 +204,12 @@ class Einsum(Primitive):
         return grad
 
 
-def _parse(spec):
+def _parse(spec: str) -> tuple[list[str], str]:
     ins, out = spec.split("->")
     return ins.split(","), out
 
 
-def _free_letter(spec):
+def _free_letter(spec: str) -> str:
     for c in "zyxwvutsrqponmlkjihgfedcbaZYXWVUTSRQPONMLKJIHGFEDCBA":
         if c not in spec:
             return c
@@ -201,14 +222,14 @@ EINSUM = Einsum()
 class SoftmaxFamily(Primitive):
     """``softmax`` / ``log_softmax`` along one per-sample axis."""
 
-    def __init__(self, name, log):
+    def __init__(self, name: str, log: bool) -> None:
         super().__init__(name)
         self.log = log
 
-    def abstract(self, inputs, axis):
+    def abstract(self, inputs: Sequence[Atom], axis: int) -> tuple[tuple[int, ...], np.dtype[Any]]:
         return inputs[0].shape, result_dtype(inputs)
 
-    def impl(self, xp, values, batched, axis):
+    def impl(self, xp: Any, values: Sequence[Any], batched: Sequence[bool], axis: int) -> Any:
         x, b = values[0], batched[0]
         x = lift(xp, x, b, np.ndim(x) - b)
         if x.shape[axis + 1] == 0:
@@ -222,7 +243,7 @@ class SoftmaxFamily(Primitive):
             out = e / xp.sum(e, axis=axis + 1, keepdims=True)
         return unlift(out, b)
 
-    def jacobian(self, ctx, i, axis):
+    def jacobian(self, ctx: JacobianContext, i: int, axis: int) -> Jacobian:
         xp = ctx.xp
         shape = ctx.inputs[0].shape
         y = lift(xp, ctx.value, ctx.out.batched, len(shape))
@@ -232,7 +253,11 @@ class SoftmaxFamily(Primitive):
         n = shape[axis]
         rows = moved.reshape(ctx.batch, size_of(shape) // max(n, 1), n)
         eye = xp.eye(n, dtype=ctx.dtype)
-        block = (eye - rows[:, :, None, :]) if self.log else (rows[..., :, None] * eye - rows[:, :, :, None] * rows[:, :, None, :])
+        block = (
+            (eye - rows[:, :, None, :])
+            if self.log
+            else (rows[..., :, None] * eye - rows[:, :, :, None] * rows[:, :, None, :])
+        )
         if axis == len(shape) - 1:
             return jacobians.blocks(block, ctx.batch, ctx.dtype, xp)
         # blocks along a middle axis: permute the rows and columns of the block-diagonal
@@ -241,7 +266,7 @@ class SoftmaxFamily(Primitive):
         inverse = np.argsort(order)
         return Dense(dense[:, inverse][:, :, inverse])
 
-    def vjp(self, cotangent, i, inputs, out, axis):
+    def vjp(self, cotangent: Any, i: int, inputs: Sequence[Any], out: Any, axis: int) -> Any:
         shape = lax.shape(inputs[0])
         if self.log:
             total = lax.broadcast_to(lax.sum_keepdims(cotangent, (axis,)), shape)
@@ -259,18 +284,20 @@ LOG_SOFTMAX = SoftmaxFamily("log_softmax", log=True)
 # --------------------------------------------------------------------------------------
 
 
-def _square(shape, what):
+def _square(shape: tuple[int, ...], what: str) -> int:
     if len(shape) < 2 or shape[-1] != shape[-2]:
-        raise ValueError(f"{what}: expected square matrices (..., n, n) per sample, got per-sample shape {shape}")
+        raise ValueError(
+            f"{what}: expected square matrices (..., n, n) per sample, got per-sample shape {shape}"
+        )
     return shape[-1]
 
 
 class SquareMatrixFunction(Primitive):
-    def _lifted(self, xp, values, batched):
+    def _lifted(self, xp: Any, values: Sequence[Any], batched: Sequence[bool]) -> tuple[Any, bool]:
         x, b = values[0], batched[0]
         return lift(xp, x, b, np.ndim(x) - b), b
 
-    def _stack_blocks(self, ctx, per_matrix):
+    def _stack_blocks(self, ctx: JacobianContext, per_matrix: Any) -> Jacobian:
         """``per_matrix`` ``(B, *stack, m, k)`` blocks as a (block-diagonal) Jacobian."""
         xp = ctx.xp
         stack = ctx.inputs[0].shape[:-2]
@@ -281,21 +308,21 @@ class SquareMatrixFunction(Primitive):
 class Det(SquareMatrixFunction):
     name = "det"
 
-    def abstract(self, inputs):
+    def abstract(self, inputs: Sequence[Atom]) -> tuple[tuple[int, ...], np.dtype[Any]]:
         _square(inputs[0].shape, "det")
         return inputs[0].shape[:-2], result_dtype(inputs)
 
-    def impl(self, xp, values, batched):
+    def impl(self, xp: Any, values: Sequence[Any], batched: Sequence[bool]) -> Any:
         x, b = self._lifted(xp, values, batched)
         return unlift(xp.linalg.det(x), b)
 
-    def jacobian(self, ctx, i):
+    def jacobian(self, ctx: JacobianContext, i: int) -> Jacobian:
         X = ctx.per_sample(0)
         n = X.shape[-1]
         cof = cofactor(ctx.xp, X)
         return self._stack_blocks(ctx, cof.reshape(*cof.shape[:-2], 1, n * n))
 
-    def vjp(self, cotangent, i, inputs, out):
+    def vjp(self, cotangent: Any, i: int, inputs: Sequence[Any], out: Any) -> Any:
         X = inputs[0]
         shape = lax.shape(X)
         scale = lax.reshape(cotangent, (*shape[:-2], 1, 1))
@@ -315,15 +342,15 @@ class Cofactor(SquareMatrixFunction):
 
     name = "cofactor"
 
-    def abstract(self, inputs):
+    def abstract(self, inputs: Sequence[Atom]) -> tuple[tuple[int, ...], np.dtype[Any]]:
         _square(inputs[0].shape, "cofactor")
         return inputs[0].shape, result_dtype(inputs)
 
-    def impl(self, xp, values, batched):
+    def impl(self, xp: Any, values: Sequence[Any], batched: Sequence[bool]) -> Any:
         x, b = self._lifted(xp, values, batched)
         return unlift(cofactor(xp, x), b)
 
-    def jacobian(self, ctx, i):
+    def jacobian(self, ctx: JacobianContext, i: int) -> Jacobian:
         xp = ctx.xp
         n = ctx.inputs[0].shape[-1]
         if n == 1:  # the constant 1
@@ -336,7 +363,7 @@ class Cofactor(SquareMatrixFunction):
         J = det * (xp.einsum("...qp,...ji->...ijpq", Y, Y) - xp.einsum("...jp,...qi->...ijpq", Y, Y))
         return self._stack_blocks(ctx, J.reshape(*X.shape[:-2], n * n, n * n))
 
-    def vjp(self, cotangent, i, inputs, out):
+    def vjp(self, cotangent: Any, i: int, inputs: Sequence[Any], out: Any) -> Any:
         X = inputs[0]
         shape = lax.shape(X)
         n = shape[-1]
@@ -346,12 +373,18 @@ class Cofactor(SquareMatrixFunction):
             return bind(self, (cotangent,))  # the linear map is its own transpose here
         Y = bind(INV, (X,))
         det = lax.reshape(bind(DET, (X,)), (*shape[:-2], 1, 1))
-        trace = lax.reshape(lax.reduce_sum(lax.mul(cotangent, lax.swap_last(Y)), (len(shape) - 2, len(shape) - 1)), (*shape[:-2], 1, 1))
-        inner = lax.sub(lax.mul(lax.broadcast_to(trace, shape), lax.swap_last(Y)), lax.swap_last(lax.matmul(lax.matmul(Y, cotangent), Y)))
+        trace = lax.reshape(
+            lax.reduce_sum(lax.mul(cotangent, lax.swap_last(Y)), (len(shape) - 2, len(shape) - 1)),
+            (*shape[:-2], 1, 1),
+        )
+        inner = lax.sub(
+            lax.mul(lax.broadcast_to(trace, shape), lax.swap_last(Y)),
+            lax.swap_last(lax.matmul(lax.matmul(Y, cotangent), Y)),
+        )
         return lax.mul(lax.broadcast_to(det, shape), inner)
 
 
-def cofactor(xp, X):
+def cofactor(xp: Any, X: Any) -> Any:
     """The cofactor matrix ``det(X) X^-T`` of every matrix of ``X`` ``(..., n, n)``, from
     the SVD: exact for singular matrices too."""
     U, s, Vt = xp.linalg.svd(X)
@@ -367,21 +400,21 @@ def cofactor(xp, X):
 class LogAbsDet(SquareMatrixFunction):
     name = "logabsdet"
 
-    def abstract(self, inputs):
+    def abstract(self, inputs: Sequence[Atom]) -> tuple[tuple[int, ...], np.dtype[Any]]:
         _square(inputs[0].shape, "slogdet")
         return inputs[0].shape[:-2], result_dtype(inputs)
 
-    def impl(self, xp, values, batched):
+    def impl(self, xp: Any, values: Sequence[Any], batched: Sequence[bool]) -> Any:
         x, b = self._lifted(xp, values, batched)
         return unlift(xp.linalg.slogdet(x)[1], b)
 
-    def jacobian(self, ctx, i):
+    def jacobian(self, ctx: JacobianContext, i: int) -> Jacobian:
         X = ctx.per_sample(0)
         n = X.shape[-1]
         inverse_t = ctx.xp.swapaxes(ctx.xp.linalg.inv(X), -1, -2)
         return self._stack_blocks(ctx, inverse_t.reshape(*X.shape[:-2], 1, n * n))
 
-    def vjp(self, cotangent, i, inputs, out):
+    def vjp(self, cotangent: Any, i: int, inputs: Sequence[Any], out: Any) -> Any:
         X = inputs[0]
         shape = lax.shape(X)
         scale = lax.reshape(cotangent, (*shape[:-2], 1, 1))
@@ -392,10 +425,10 @@ class SignDet(SquareMatrixFunction):
     name = "sign_det"
     differentiable = False
 
-    def abstract(self, inputs):
+    def abstract(self, inputs: Sequence[Atom]) -> tuple[tuple[int, ...], np.dtype[Any]]:
         return inputs[0].shape[:-2], result_dtype(inputs)
 
-    def impl(self, xp, values, batched):
+    def impl(self, xp: Any, values: Sequence[Any], batched: Sequence[bool]) -> Any:
         x, b = self._lifted(xp, values, batched)
         return unlift(xp.linalg.slogdet(x)[0], b)
 
@@ -403,36 +436,42 @@ class SignDet(SquareMatrixFunction):
 class Inv(SquareMatrixFunction):
     name = "inv"
 
-    def abstract(self, inputs):
+    def abstract(self, inputs: Sequence[Atom]) -> tuple[tuple[int, ...], np.dtype[Any]]:
         _square(inputs[0].shape, "inv")
         return inputs[0].shape, result_dtype(inputs)
 
-    def impl(self, xp, values, batched):
+    def impl(self, xp: Any, values: Sequence[Any], batched: Sequence[bool]) -> Any:
         x, b = self._lifted(xp, values, batched)
         return unlift(xp.linalg.inv(x), b)
 
-    def jacobian(self, ctx, i):
+    def jacobian(self, ctx: JacobianContext, i: int) -> Jacobian:
         xp = ctx.xp
-        Y = xp.broadcast_to(lift(xp, ctx.value, ctx.out.batched, len(ctx.out.shape)), (ctx.batch, *ctx.out.shape))
+        Y = xp.broadcast_to(
+            lift(xp, ctx.value, ctx.out.batched, len(ctx.out.shape)), (ctx.batch, *ctx.out.shape)
+        )
         if Y.ndim == 3:
             return jacobians.kronecker(-Y, xp.swapaxes(Y, -1, -2), ctx.batch, ctx.dtype, xp)
         n = Y.shape[-1]
         K = -Y[..., :, None, :, None] * xp.swapaxes(Y, -1, -2)[..., None, :, None, :]
         return self._stack_blocks(ctx, K.reshape(*Y.shape[:-2], n * n, n * n))
 
-    def vjp(self, cotangent, i, inputs, out):
+    def vjp(self, cotangent: Any, i: int, inputs: Sequence[Any], out: Any) -> Any:
         Yt = lax.swap_last(out)
         return lax.neg(lax.matmul(lax.matmul(Yt, cotangent), Yt))
 
 
-def _solve_shapes(sa: tuple, sb: tuple, vector: bool) -> tuple:
+def _solve_shapes(
+    sa: tuple[int, ...], sb: tuple[int, ...], vector: bool
+) -> tuple[tuple[int, ...], int, int, tuple[int, ...]]:
     """Per-sample shapes of ``solve(A, b)``: ``A`` ``(*stack_a, n, n)``, ``b`` ``(*stack_b, n)``
     (``vector``) or ``(*stack_b, n, k)``; stacks broadcast. Returns ``(stack, n, k, out)``."""
     n = _square(sa, "solve")
     core = 1 if vector else 2
     if len(sb) < core or sb[len(sb) - core] != n:
         expected = "(..., n)" if vector else "(..., n, k)"
-        raise ValueError(f"solve: expected b {expected} with n = {n} for A of per-sample shape {tuple(sa)}, got {tuple(sb)}")
+        raise ValueError(
+            f"solve: expected b {expected} with n = {n} for A of per-sample shape {tuple(sa)}, got {tuple(sb)}"
+        )
     try:
         stack = tuple(np.broadcast_shapes(tuple(sa[:-2]), tuple(sb[: len(sb) - core])))
     except ValueError as err:
@@ -452,11 +491,11 @@ class Solve(Primitive):
 
     name = "solve"
 
-    def abstract(self, inputs, vector=True):
+    def abstract(self, inputs: Sequence[Atom], vector: bool = True) -> tuple[tuple[int, ...], np.dtype[Any]]:
         A, b = inputs
         return _solve_shapes(A.shape, b.shape, vector)[3], result_dtype(inputs)
 
-    def impl(self, xp, values, batched, vector=True):
+    def impl(self, xp: Any, values: Sequence[Any], batched: Sequence[bool], vector: bool = True) -> Any:
         (A, b), (bA, bb) = values, batched
         sa = A.shape[1:] if bA else A.shape
         sb = b.shape[1:] if bb else b.shape
@@ -469,18 +508,26 @@ class Solve(Primitive):
         x = xp.linalg.solve(A_full, b_full)
         return unlift(x.reshape(lead, *out), bA or bb)
 
-    def jacobian(self, ctx, i, vector=True):
+    def jacobian(self, ctx: JacobianContext, i: int, vector: bool = True) -> Jacobian:
         xp = ctx.xp
         sa, sb = ctx.inputs[0].shape, ctx.inputs[1].shape
         stack, n, k, out = _solve_shapes(sa, sb, vector)
         if i == 1:
             if not stack:
                 Ainv = xp.linalg.inv(ctx.per_sample(0))
-                return Dense(Ainv.astype(ctx.dtype, copy=False)) if vector else jacobians.kronecker(Ainv, k, ctx.batch, ctx.dtype, xp)
-            return _dense_by_basis(ctx, 1, lambda operands: self.impl(xp, operands, _flags(ctx, operands, 1), vector=vector))
+                return (
+                    Dense(Ainv.astype(ctx.dtype, copy=False))
+                    if vector
+                    else jacobians.kronecker(Ainv, k, ctx.batch, ctx.dtype, xp)
+                )
+            return _dense_by_basis(
+                ctx, 1, lambda operands: self.impl(xp, operands, _flags(ctx, operands, 1), vector=vector)
+            )
         A = xp.broadcast_to(lift(xp, ctx.per_sample(0), True, len(stack) + 2), (ctx.batch, *stack, n, n))
         Ainv = xp.linalg.inv(A)
-        x = xp.broadcast_to(lift(xp, ctx.value, ctx.out.batched, len(out)), (ctx.batch, *out)).reshape(ctx.batch, *stack, n, k)
+        x = xp.broadcast_to(lift(xp, ctx.value, ctx.out.batched, len(out)), (ctx.batch, *out)).reshape(
+            ctx.batch, *stack, n, k
+        )
         if not stack:
             return jacobians.kronecker(-Ainv, xp.swapaxes(x, -1, -2), ctx.batch, ctx.dtype, xp)
         # block[s][(i, j), (p, q)] = -Ainv_s[i, p] x_s[q, j]
@@ -496,7 +543,7 @@ class Solve(Primitive):
         dense[:, xp.asarray(np.arange(S)), :, xp.asarray(source), :] = xp.moveaxis(block, 1, 0)
         return Dense(dense.reshape(ctx.batch, S * n * k, S_a * n * n))
 
-    def vjp(self, cotangent, i, inputs, out, vector=True):
+    def vjp(self, cotangent: Any, i: int, inputs: Sequence[Any], out: Any, vector: bool = True) -> Any:
         A, b = inputs
         gb = bind(self, (lax.swap_last(A), cotangent), {"vector": vector})
         if i == 1:
@@ -516,17 +563,19 @@ class Cholesky(SquareMatrixFunction):
 
     name = "cholesky"
 
-    def abstract(self, inputs):
+    def abstract(self, inputs: Sequence[Atom]) -> tuple[tuple[int, ...], np.dtype[Any]]:
         _square(inputs[0].shape, "cholesky")
         return inputs[0].shape, result_dtype(inputs)
 
-    def impl(self, xp, values, batched):
+    def impl(self, xp: Any, values: Sequence[Any], batched: Sequence[bool]) -> Any:
         x, b = self._lifted(xp, values, batched)
         return unlift(xp.linalg.cholesky(x), b)
 
-    def jacobian(self, ctx, i):
+    def jacobian(self, ctx: JacobianContext, i: int) -> Jacobian:
         xp = ctx.xp
-        L = xp.broadcast_to(lift(xp, ctx.value, ctx.out.batched, len(ctx.out.shape)), (ctx.batch, *ctx.out.shape))
+        L = xp.broadcast_to(
+            lift(xp, ctx.value, ctx.out.batched, len(ctx.out.shape)), (ctx.batch, *ctx.out.shape)
+        )
         n = L.shape[-1]
         Linv = xp.linalg.inv(L)
         # The basis entry (k, l) of A moves the symmetric matrix by E_kl + E_lk (k > l), E_kk
@@ -538,7 +587,7 @@ class Cholesky(SquareMatrixFunction):
         dL = xp.einsum("...ai,...ijkl->...ajkl", L, phi)
         return self._stack_blocks(ctx, dL.reshape(*L.shape[:-2], n * n, n * n))
 
-    def vjp(self, cotangent, i, inputs, out):
+    def vjp(self, cotangent: Any, i: int, inputs: Sequence[Any], out: Any) -> Any:
         L = out
         n = lax.shape(L)[-1]
         lower_strict = np.tril(np.ones((n, n)), -1)

@@ -12,27 +12,31 @@ the same map) are shared. Index maps are computed once per shape and cached.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from batchjac.exact import lax
+from batchjac.exact.ir import Atom
 from batchjac.exact.primitives import jacobians
-from batchjac.exact.primitives.base import IndexMap, Primitive, lift, size_of, unlift
-from batchjac.structured.types import Identity
+from batchjac.exact.primitives.base import IndexMap, JacobianContext, Primitive, lift, size_of, unlift
+from batchjac.structured.types import Identity, Jacobian
 
 
-def _arange(shape) -> np.ndarray:
+def _arange(shape: tuple[int, ...]) -> np.ndarray:
     return np.arange(size_of(shape), dtype=np.int64).reshape(shape)
 
 
-def _lead(values, batched):
+def _lead(values: Sequence[Any], batched: Sequence[bool]) -> int:
     return max((v.shape[0] for v, b in zip(values, batched) if b), default=1)
 
 
-_DEVICE_INDEX: dict = {}
+_DEVICE_INDEX: dict[tuple[int, str], tuple[npt.NDArray[Any], Any]] = {}
 
 
-def device_index(xp, index: np.ndarray):
+def device_index(xp: Any, index: np.ndarray) -> Any:
     """``index`` on the namespace's device, copied there once per map (not per call)."""
     if xp is np:
         return index
@@ -44,7 +48,7 @@ def device_index(xp, index: np.ndarray):
     return found[1]
 
 
-def gather_values(xp, x, batched: bool, index: np.ndarray):
+def gather_values(xp: Any, x: Any, batched: bool, index: np.ndarray) -> Any:
     """``x.flat[index]`` per sample (``-1``: zero), of ``index``'s shape."""
     lead = x.shape[0] if batched else 1
     flat = x.reshape(lead, size_of(x.shape[1:] if batched else x.shape))  # explicit: B may be 0
@@ -60,20 +64,22 @@ def gather_values(xp, x, batched: bool, index: np.ndarray):
 class Move(Primitive):
     """A primitive whose output entry ``r`` is input entry ``index[r]`` (or zero)."""
 
-    def index_map(self, in_shape: tuple, **params) -> np.ndarray:
+    def index_map(self, in_shape: tuple[int, ...], *args: Any, **params: Any) -> npt.NDArray[Any]:
         raise NotImplementedError(self.name)
 
-    def index(self, in_shape, params) -> np.ndarray:
+    def index(self, in_shape: tuple[int, ...], params: dict[str, Any]) -> npt.NDArray[np.int64]:
         return _cached_index(self, tuple(in_shape), tuple(sorted(params.items())))
 
-    def abstract(self, inputs, **params):
+    def abstract(self, inputs: Sequence[Atom], **params: Any) -> tuple[tuple[int, ...], np.dtype[Any]]:
         return self.index(inputs[0].shape, params).shape, inputs[0].dtype
 
-    def fast(self, xp, x, batched, in_shape, **params):
+    def fast(
+        self, xp: Any, x: Any, batched: bool, in_shape: tuple[int, ...], *args: Any, **params: Any
+    ) -> Any:
         """The value by a NumPy view where one exists (None: gather through the map)."""
         return None
 
-    def impl(self, xp, values, batched, **params):
+    def impl(self, xp: Any, values: Sequence[Any], batched: Sequence[bool], **params: Any) -> Any:
         x, b = values[0], batched[0]
         in_shape = x.shape[1:] if b else x.shape
         out = self.fast(xp, x, b, tuple(in_shape), **params)
@@ -81,18 +87,22 @@ class Move(Primitive):
             return out
         return gather_values(xp, x, b, self.index(in_shape, params))
 
-    def jacobian(self, ctx, i, **params):
+    def jacobian(self, ctx: JacobianContext, i: int, **params: Any) -> Jacobian:
         index = self.index(ctx.inputs[0].shape, params)
         return jacobians.selection(index, ctx.inputs[0].size, ctx.batch, ctx.dtype, ctx.xp)
 
-    def vjp(self, cotangent, i, inputs, out, **params):
+    def vjp(self, cotangent: Any, i: int, inputs: Sequence[Any], out: Any, *args: Any, **params: Any) -> Any:
         in_shape = lax.shape(inputs[0])
         return lax.scatter_add(cotangent, self.index(in_shape, params), in_shape)
 
 
 @functools.lru_cache(maxsize=1024)
-def _cached_index(primitive: Move, in_shape: tuple, params: tuple) -> np.ndarray:
-    index = np.array(primitive.index_map(in_shape, **dict(params)), dtype=np.int64, order="C")  # 0-d stays 0-d
+def _cached_index(
+    primitive: Move, in_shape: tuple[int, ...], params: tuple[tuple[str, Any], ...]
+) -> npt.NDArray[np.int64]:
+    index = np.array(
+        primitive.index_map(in_shape, **dict(params)), dtype=np.int64, order="C"
+    )  # 0-d stays 0-d
     index.setflags(write=False)
     return index
 
@@ -100,27 +110,27 @@ def _cached_index(primitive: Move, in_shape: tuple, params: tuple) -> np.ndarray
 class Transpose(Move):
     name = "transpose"
 
-    def index_map(self, in_shape, perm):
+    def index_map(self, in_shape: tuple[int, ...], perm: tuple[int, ...]) -> npt.NDArray[Any]:
         return np.transpose(_arange(in_shape), perm)
 
-    def fast(self, xp, x, batched, in_shape, perm):
+    def fast(self, xp: Any, x: Any, batched: bool, in_shape: tuple[int, ...], perm: tuple[int, ...]) -> Any:
         return unlift(xp.transpose(lift(xp, x, batched, len(in_shape)), (0, *(p + 1 for p in perm))), batched)
 
-    def vjp(self, cotangent, i, inputs, out, perm):
+    def vjp(self, cotangent: Any, i: int, inputs: Sequence[Any], out: Any, perm: tuple[int, ...]) -> Any:
         return lax.transpose(cotangent, np.argsort(perm))
 
 
 class BroadcastTo(Move):
     name = "broadcast_to"
 
-    def index_map(self, in_shape, shape):
+    def index_map(self, in_shape: tuple[int, ...], shape: tuple[int, ...]) -> npt.NDArray[Any]:
         return np.broadcast_to(_arange(in_shape), shape)
 
-    def fast(self, xp, x, batched, in_shape, shape):
+    def fast(self, xp: Any, x: Any, batched: bool, in_shape: tuple[int, ...], shape: tuple[int, ...]) -> Any:
         lifted = lift(xp, x, batched, len(shape))
         return unlift(xp.broadcast_to(lifted, (lifted.shape[0], *shape)), batched)
 
-    def vjp(self, cotangent, i, inputs, out, shape):
+    def vjp(self, cotangent: Any, i: int, inputs: Sequence[Any], out: Any, shape: tuple[int, ...]) -> Any:
         return lax.unbroadcast(cotangent, lax.shape(inputs[0]))
 
 
@@ -130,9 +140,9 @@ class Key:
 
     __slots__ = ("items", "basic")
 
-    def __init__(self, key):
+    def __init__(self, key: Any) -> None:
         key = key if isinstance(key, tuple) else (key,)
-        items = []
+        items: list[tuple[Any, ...]] = []
         for k in key:
             if isinstance(k, slice):
                 items.append(("slice", k.start, k.stop, k.step))
@@ -149,12 +159,14 @@ class Key:
                 elif array.dtype.kind in "iu":
                     items.append(("array", IndexMap(array), array.shape))
                 else:
-                    raise IndexError(f"index: only integers, slices, None, Ellipsis and integer or boolean arrays are valid, got {k!r}")
+                    raise IndexError(
+                        f"index: only integers, slices, None, Ellipsis and integer or boolean arrays are valid, got {k!r}"
+                    )
         self.items = tuple(items)
         self.basic = all(item[0] in ("slice", "none", "ellipsis", "int") for item in items)
 
-    def numpy_key(self) -> tuple:
-        out = []
+    def numpy_key(self) -> tuple[Any, ...]:
+        out: list[Any] = []
         for item in self.items:
             kind = item[0]
             if kind == "slice":
@@ -171,56 +183,62 @@ class Key:
                 out.append(item[1].array.reshape(item[2]).astype(bool))
         return tuple(out)
 
-    def structural_key(self):
-        return tuple(item[:1] + tuple(i.structural_key() if isinstance(i, IndexMap) else i for i in item[1:]) for item in self.items)
+    def structural_key(self) -> tuple[Any, ...]:
+        return tuple(
+            item[:1] + tuple(i.structural_key() if isinstance(i, IndexMap) else i for i in item[1:])
+            for item in self.items
+        )
 
     def describe(self) -> str:
         parts = []
         for item in self.items:
             kind = item[0]
             if kind == "slice":
-                parts.append(":".join("" if v is None else str(v) for v in item[1:3]) + (f":{item[3]}" if item[3] is not None else ""))
+                parts.append(
+                    ":".join("" if v is None else str(v) for v in item[1:3])
+                    + (f":{item[3]}" if item[3] is not None else "")
+                )
             elif kind == "int":
                 parts.append(str(item[1]))
             else:
                 parts.append({"none": "None", "ellipsis": "...", "array": "<ints>", "bool": "<mask>"}[kind])
         return "[" + ", ".join(parts) + "]"
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash(self.structural_key())
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, Key) and self.structural_key() == other.structural_key()
 
 
 class GetItem(Move):
     name = "getitem"
 
-    def index_map(self, in_shape, key):
+    def index_map(self, in_shape: tuple[int, ...], key: Key) -> npt.NDArray[Any]:
         return _arange(in_shape)[key.numpy_key()]
 
-    def fast(self, xp, x, batched, in_shape, key):
+    def fast(self, xp: Any, x: Any, batched: bool, in_shape: tuple[int, ...], key: Key) -> Any:
         if not key.basic:
             return None  # advanced indices through the map keep the batch axis first
         lifted = lift(xp, x, batched, len(in_shape))
-        return unlift(lifted[(slice(None), *key.numpy_key())], batched)
+        return unlift(lifted[(slice(None),) + key.numpy_key()], batched)
 
 
 class IndexMapMove(Move):
     """A move given by a function of the per-sample shape and parameters."""
 
-    def __init__(self, name, build):
+    def __init__(self, name: str, build: Callable[..., Any]) -> None:
         super().__init__(name)
         self.build = build
 
-    def index_map(self, in_shape, **params):
+    def index_map(self, in_shape: tuple[int, ...], **params: Any) -> npt.NDArray[Any]:
         return self.build(_arange(in_shape), **params)
 
 
-def _with_zeros(build):
+def _with_zeros(build: Callable[..., Any]) -> Callable[..., npt.NDArray[Any]]:
     """An index map whose new entries are zeros: built on ``arange + 1`` and shifted back."""
 
-    def index_map(a, **params):
+    def index_map(a: npt.NDArray[Any], **params: Any) -> npt.NDArray[Any]:
         return build(a + 1, **params) - 1
 
     return index_map
@@ -231,8 +249,12 @@ MOVES = {
     "roll": IndexMapMove("roll", lambda a, shift, axis: np.roll(a, shift, axis)),
     "tile": IndexMapMove("tile", lambda a, reps: np.tile(a, reps)),
     "repeat": IndexMapMove("repeat", lambda a, repeats, axis: np.repeat(a, repeats, axis)),
-    "diagonal": IndexMapMove("diagonal", lambda a, offset, axis1, axis2: np.diagonal(a, offset, axis1, axis2)),
-    "pad": IndexMapMove("pad", lambda a, pad_width, mode: _with_zeros(np.pad)(a, pad_width=pad_width, mode=mode)),
+    "diagonal": IndexMapMove(
+        "diagonal", lambda a, offset, axis1, axis2: np.diagonal(a, offset, axis1, axis2)
+    ),
+    "pad": IndexMapMove(
+        "pad", lambda a, pad_width, mode: _with_zeros(np.pad)(a, pad_width=pad_width, mode=mode)
+    ),
     "diag": IndexMapMove("diag", _with_zeros(lambda a, k: np.diag(a, k))),
     "gather": IndexMapMove("gather", lambda a, index: index.array),
 }
@@ -244,19 +266,21 @@ class Reshape(Primitive):
 
     name = "reshape"
 
-    def abstract(self, inputs, shape):
+    def abstract(
+        self, inputs: Sequence[Atom], shape: tuple[int, ...]
+    ) -> tuple[tuple[int, ...], np.dtype[Any]]:
         if size_of(shape) != inputs[0].size:
             raise ValueError(f"reshape: cannot reshape a sample of shape {inputs[0].shape} into {shape}")
         return shape, inputs[0].dtype
 
-    def impl(self, xp, values, batched, shape):
+    def impl(self, xp: Any, values: Sequence[Any], batched: Sequence[bool], shape: tuple[int, ...]) -> Any:
         x, b = values[0], batched[0]
         return x.reshape(((x.shape[0],) if b else ()) + tuple(shape))
 
-    def jacobian(self, ctx, i, shape):
+    def jacobian(self, ctx: JacobianContext, i: int, shape: tuple[int, ...]) -> Jacobian:
         return Identity(ctx.out.size, ctx.batch, dtype=ctx.dtype, device=ctx.device)
 
-    def vjp(self, cotangent, i, inputs, out, shape):
+    def vjp(self, cotangent: Any, i: int, inputs: Sequence[Any], out: Any, shape: tuple[int, ...]) -> Any:
         return lax.reshape(cotangent, lax.shape(inputs[0]))
 
 
@@ -269,10 +293,14 @@ class ScatterAdd(Primitive):
 
     name = "scatter_add"
 
-    def abstract(self, inputs, index, shape):
+    def abstract(
+        self, inputs: Sequence[Atom], index: IndexMap, shape: tuple[int, ...]
+    ) -> tuple[tuple[int, ...], np.dtype[Any]]:
         return tuple(shape), inputs[0].dtype
 
-    def impl(self, xp, values, batched, index, shape):
+    def impl(
+        self, xp: Any, values: Sequence[Any], batched: Sequence[bool], index: IndexMap, shape: tuple[int, ...]
+    ) -> Any:
         g, b = values[0], batched[0]
         lead = g.shape[0] if b else 1
         flat_index = index.array.ravel()
@@ -288,7 +316,7 @@ class ScatterAdd(Primitive):
             xp.add.at(out.T, device_index(xp, targets), g_flat.T)
         return unlift(out.reshape((lead, *shape)), b)
 
-    def jacobian(self, ctx, i, index, shape):
+    def jacobian(self, ctx: JacobianContext, i: int, index: IndexMap, shape: tuple[int, ...]) -> Jacobian:
         flat_index = index.array.ravel()
         rows = np.flatnonzero(flat_index >= 0)
         targets = flat_index[rows]
@@ -298,7 +326,9 @@ class ScatterAdd(Primitive):
         np.cumsum(indptr, out=indptr)
         return jacobians.reduction(indptr, rows[order], ctx.inputs[0].size, ctx.batch, ctx.dtype, ctx.xp)
 
-    def vjp(self, cotangent, i, inputs, out, index, shape):
+    def vjp(
+        self, cotangent: Any, i: int, inputs: Sequence[Any], out: Any, index: IndexMap, shape: tuple[int, ...]
+    ) -> Any:
         return lax.gather(cotangent, index.array)
 
 
@@ -311,7 +341,7 @@ class Concatenate(Primitive):
 
     name = "concatenate"
 
-    def abstract(self, inputs, axis):
+    def abstract(self, inputs: Sequence[Atom], axis: int) -> tuple[tuple[int, ...], np.dtype[Any]]:
         shapes = [o.shape for o in inputs]
         first = shapes[0]
         for s in shapes[1:]:
@@ -322,7 +352,7 @@ class Concatenate(Primitive):
         dtypes = [np.empty((), o.dtype) for o in inputs]
         return tuple(out), np.result_type(*dtypes)
 
-    def impl(self, xp, values, batched, axis):
+    def impl(self, xp: Any, values: Sequence[Any], batched: Sequence[bool], axis: int) -> Any:
         lead = _lead(values, batched)
         rank = max(np.ndim(v) - b for v, b in zip(values, batched))
         parts = []
@@ -332,7 +362,7 @@ class Concatenate(Primitive):
         return unlift(xp.concatenate(parts, axis=axis + 1), any(batched))
 
     @staticmethod
-    def positions(shapes, axis, i) -> np.ndarray:
+    def positions(shapes: Sequence[tuple[int, ...]], axis: int, i: int) -> np.ndarray:
         """The flat output position of every entry of operand ``i``."""
         maps, offset = [], 0
         for s in shapes:
@@ -345,14 +375,14 @@ class Concatenate(Primitive):
         out[whole.ravel()[where] - start] = where
         return out.reshape(shapes[i])
 
-    def jacobian(self, ctx, i, axis):
+    def jacobian(self, ctx: JacobianContext, i: int, axis: int) -> Jacobian:
         shapes = [o.shape for o in ctx.inputs]
         positions = self.positions(shapes, axis, i).ravel()
         index = np.full(ctx.out.size, -1, dtype=np.int64)
         index[positions] = np.arange(positions.size)
         return jacobians.selection(index, ctx.inputs[i].size, ctx.batch, ctx.dtype, ctx.xp)
 
-    def vjp(self, cotangent, i, inputs, out, axis):
+    def vjp(self, cotangent: Any, i: int, inputs: Sequence[Any], out: Any, axis: int) -> Any:
         shapes = [lax.shape(o) for o in inputs]
         return lax.gather(cotangent, self.positions(shapes, axis, i))
 

@@ -13,28 +13,33 @@ Ties of ``max``/``min`` share the derivative equally among the tied entries (as 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from batchjac.core.elementwise_rules import quiet
 from batchjac.exact import lax
+from batchjac.exact.ir import Atom
 from batchjac.exact.primitives import jacobians
-from batchjac.exact.primitives.base import Primitive, lift, size_of, unlift
+from batchjac.exact.primitives.base import JacobianContext, Primitive, lift, size_of, unlift
 from batchjac.exact.tracer import bind
-from batchjac.structured.types import Dense
+from batchjac.structured.types import Dense, Jacobian, Sparse
 
 
-def _kept_shape(shape, axes) -> tuple:
+def _kept_shape(shape: tuple[int, ...], axes: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(d for i, d in enumerate(shape) if i not in axes)
 
 
-def _keepdims_shape(shape, axes) -> tuple:
+def _keepdims_shape(shape: tuple[int, ...], axes: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(1 if i in axes else d for i, d in enumerate(shape))
 
 
 @functools.lru_cache(maxsize=512)
-def reduction_pattern(in_shape: tuple, axes: tuple):
+def reduction_pattern(
+    in_shape: tuple[int, ...], axes: tuple[int, ...]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """CSR ``(indptr, indices)`` of a reduction over ``axes``: output ``r`` (row-major over
     the kept axes) sums the inputs ``indices[indptr[r]:indptr[r+1]]`` (in increasing order)."""
     out_size = size_of(_kept_shape(in_shape, axes))
@@ -49,43 +54,49 @@ def reduction_pattern(in_shape: tuple, axes: tuple):
     return indptr, indices
 
 
-def _axes_plus_one(axes):
+def _axes_plus_one(axes: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(a + 1 for a in axes)
 
 
 class Reduction(Primitive):
     """Common shape rule: the reduced axes disappear."""
 
-    def abstract(self, inputs, axes):
+    def abstract(
+        self, inputs: Sequence[Atom], axes: tuple[int, ...]
+    ) -> tuple[tuple[int, ...], np.dtype[Any]]:
         return _kept_shape(inputs[0].shape, axes), inputs[0].dtype
 
-    def _lifted(self, xp, values, batched):
+    def _lifted(self, xp: Any, values: Sequence[Any], batched: Sequence[bool]) -> tuple[Any, bool]:
         x, b = values[0], batched[0]
         return lift(xp, x, b, np.ndim(x) - b), b
 
-    def _pattern(self, ctx, axes):
+    def _pattern(
+        self, ctx: JacobianContext, axes: tuple[int, ...]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         return reduction_pattern(ctx.inputs[0].shape, tuple(axes))
 
-    def _weighted(self, ctx, axes, weights_full):
+    def _weighted(self, ctx: JacobianContext, axes: tuple[int, ...], weights_full: Any) -> Sparse:
         """The reduction's Jacobian with per-sample weights ``weights_full`` (B, *in_shape)."""
         indptr, indices = self._pattern(ctx, axes)
         xp = ctx.xp
-        weights = weights_full.reshape(ctx.batch, ctx.inputs[0].size)[:, xp.asarray(indices) if xp is not np else indices]
+        weights = weights_full.reshape(ctx.batch, ctx.inputs[0].size)[
+            :, xp.asarray(indices) if xp is not np else indices
+        ]
         return jacobians.reduction(indptr, indices, ctx.inputs[0].size, ctx.batch, ctx.dtype, xp, weights)
 
 
 class ReduceSum(Reduction):
     name = "reduce_sum"
 
-    def impl(self, xp, values, batched, axes):
+    def impl(self, xp: Any, values: Sequence[Any], batched: Sequence[bool], axes: tuple[int, ...]) -> Any:
         x, b = self._lifted(xp, values, batched)
         return unlift(xp.sum(x, axis=_axes_plus_one(axes)), b)
 
-    def jacobian(self, ctx, i, axes):
+    def jacobian(self, ctx: JacobianContext, i: int, axes: tuple[int, ...]) -> Jacobian:
         indptr, indices = self._pattern(ctx, axes)
         return jacobians.reduction(indptr, indices, ctx.inputs[0].size, ctx.batch, ctx.dtype, ctx.xp)
 
-    def vjp(self, cotangent, i, inputs, out, axes):
+    def vjp(self, cotangent: Any, i: int, inputs: Sequence[Any], out: Any, axes: tuple[int, ...]) -> Any:
         shape = lax.shape(inputs[0])
         return lax.broadcast_to(lax.reshape(cotangent, _keepdims_shape(shape, axes)), shape)
 
@@ -93,15 +104,15 @@ class ReduceSum(Reduction):
 class ReduceChooser(Reduction):
     """``max`` or ``min`` over axes; ties share the derivative equally."""
 
-    def __init__(self, name, function):
+    def __init__(self, name: str, function: str) -> None:
         super().__init__(name)
         self.function = function
 
-    def impl(self, xp, values, batched, axes):
+    def impl(self, xp: Any, values: Sequence[Any], batched: Sequence[bool], axes: tuple[int, ...]) -> Any:
         x, b = self._lifted(xp, values, batched)
         return unlift(getattr(xp, self.function)(x, axis=_axes_plus_one(axes)), b)
 
-    def jacobian(self, ctx, i, axes):
+    def jacobian(self, ctx: JacobianContext, i: int, axes: tuple[int, ...]) -> Jacobian:
         xp = ctx.xp
         x = ctx.per_sample(0)
         chosen = lift(xp, ctx.value, ctx.out.batched, len(ctx.out.shape))
@@ -111,7 +122,7 @@ class ReduceChooser(Reduction):
         with quiet(xp):  # a NaN maximum matches no entry: 0/0 gives the NaN derivative
             return self._weighted(ctx, axes, xp.broadcast_to(mask / count, x.shape))
 
-    def vjp(self, cotangent, i, inputs, out, axes):
+    def vjp(self, cotangent: Any, i: int, inputs: Sequence[Any], out: Any, axes: tuple[int, ...]) -> Any:
         shape = lax.shape(inputs[0])
         dtype = lax.aval(inputs[0])[1]
         chosen = lax.broadcast_to(lax.reshape(out, _keepdims_shape(shape, axes)), shape)
@@ -123,7 +134,7 @@ class ReduceChooser(Reduction):
         return lax.select(lax.compare("ne", chosen, chosen), chosen, shared)
 
 
-def products_of_others(xp: Any, x: Any, axes: tuple) -> Any:
+def products_of_others(xp: Any, x: Any, axes: tuple[int, ...]) -> Any:
     """``out[..., i] = prod_{k != i} x[..., k]`` over the per-sample ``axes`` of ``x`` ``(lead,
     *shape)`` (each group of entries that one product reduces), by exclusive prefix and
     suffix products: exact with zeros, no division."""
@@ -144,14 +155,14 @@ class ReduceProd(Reduction):
 
     name = "reduce_prod"
 
-    def impl(self, xp, values, batched, axes):
+    def impl(self, xp: Any, values: Sequence[Any], batched: Sequence[bool], axes: tuple[int, ...]) -> Any:
         x, b = self._lifted(xp, values, batched)
         return unlift(xp.prod(x, axis=_axes_plus_one(axes)), b)
 
-    def jacobian(self, ctx, i, axes):
+    def jacobian(self, ctx: JacobianContext, i: int, axes: tuple[int, ...]) -> Jacobian:
         return self._weighted(ctx, axes, products_of_others(ctx.xp, ctx.per_sample(0), axes))
 
-    def vjp(self, cotangent, i, inputs, out, axes):
+    def vjp(self, cotangent: Any, i: int, inputs: Sequence[Any], out: Any, axes: tuple[int, ...]) -> Any:
         shape = lax.shape(inputs[0])
         spread = lax.broadcast_to(lax.reshape(cotangent, _keepdims_shape(shape, axes)), shape)
         return lax.mul(spread, bind(PRODUCTS_OF_OTHERS, (inputs[0],), {"axes": tuple(axes)}))
@@ -165,14 +176,16 @@ class ProductsOfOthers(Primitive):
 
     name = "products_of_others"
 
-    def abstract(self, inputs, axes):
+    def abstract(
+        self, inputs: Sequence[Atom], axes: tuple[int, ...]
+    ) -> tuple[tuple[int, ...], np.dtype[Any]]:
         return inputs[0].shape, inputs[0].dtype
 
-    def impl(self, xp, values, batched, axes):
+    def impl(self, xp: Any, values: Sequence[Any], batched: Sequence[bool], axes: tuple[int, ...]) -> Any:
         x, b = values[0], batched[0]
         return unlift(products_of_others(xp, lift(xp, x, b, np.ndim(x) - b), axes), b)
 
-    def _pairs(self, xp, x, axes):
+    def _pairs(self, xp: Any, x: Any, axes: tuple[int, ...]) -> Any:
         """``(groups, n, n)`` per leading entry: ``M[g, i, j] = prod_{k != i, j} x_k`` (0 on the
         diagonal), with the reduced axes of ``x`` ``(lead, *shape)`` flattened last."""
         shape = x.shape[1:]
@@ -185,7 +198,7 @@ class ProductsOfOthers(Primitive):
         pairs = products_of_others(xp, with_one.reshape(-1, n, n), (1,)).reshape(flat.shape[0], -1, n, n)
         return xp.where(eye, xp.zeros((), dtype=x.dtype), pairs), order
 
-    def jacobian(self, ctx, i, axes):
+    def jacobian(self, ctx: JacobianContext, i: int, axes: tuple[int, ...]) -> Jacobian:
         xp = ctx.xp
         x = ctx.per_sample(0)
         pairs, order = self._pairs(xp, x, axes)
@@ -193,11 +206,13 @@ class ProductsOfOthers(Primitive):
         if list(order) == list(range(len(order))):
             return blocks
         # the groups are not contiguous in row-major order: permute rows and columns
-        position = np.transpose(np.arange(size_of(ctx.inputs[0].shape)).reshape(ctx.inputs[0].shape), [o - 1 for o in order[1:]]).ravel()
+        position = np.transpose(
+            np.arange(size_of(ctx.inputs[0].shape)).reshape(ctx.inputs[0].shape), [o - 1 for o in order[1:]]
+        ).ravel()
         inverse = np.argsort(position)
         return Dense(blocks.to_dense()[:, inverse][:, :, inverse])
 
-    def vjp(self, cotangent, i, inputs, out, axes):
+    def vjp(self, cotangent: Any, i: int, inputs: Sequence[Any], out: Any, axes: tuple[int, ...]) -> Any:
         x = inputs[0]
         shape = lax.shape(x)
         kept = [a for a in range(len(shape)) if a not in axes]
@@ -219,7 +234,7 @@ class ProductsOfOthers(Primitive):
 class LogSumExp(Reduction):
     name = "logsumexp"
 
-    def impl(self, xp, values, batched, axes):
+    def impl(self, xp: Any, values: Sequence[Any], batched: Sequence[bool], axes: tuple[int, ...]) -> Any:
         x, b = self._lifted(xp, values, batched)
         axes1 = _axes_plus_one(axes)
         top = xp.max(x, axis=axes1, keepdims=True) if x.size else xp.zeros((), x.dtype)
@@ -228,14 +243,14 @@ class LogSumExp(Reduction):
             out = xp.log(xp.sum(xp.exp(x - top), axis=axes1, keepdims=True)) + top
         return unlift(xp.squeeze(out, axis=axes1), b)
 
-    def jacobian(self, ctx, i, axes):
+    def jacobian(self, ctx: JacobianContext, i: int, axes: tuple[int, ...]) -> Jacobian:
         xp = ctx.xp
         x = ctx.per_sample(0)
         y = lift(xp, ctx.value, ctx.out.batched, len(ctx.out.shape))
         y = y.reshape((y.shape[0], *_keepdims_shape(ctx.inputs[0].shape, axes)))
         return self._weighted(ctx, axes, xp.broadcast_to(xp.exp(x - y), x.shape))
 
-    def vjp(self, cotangent, i, inputs, out, axes):
+    def vjp(self, cotangent: Any, i: int, inputs: Sequence[Any], out: Any, axes: tuple[int, ...]) -> Any:
         shape = lax.shape(inputs[0])
         keep = _keepdims_shape(shape, axes)
         weights = lax.apply("exp", lax.sub(inputs[0], lax.broadcast_to(lax.reshape(out, keep), shape)))
@@ -247,25 +262,25 @@ class CumSum(Primitive):
 
     name = "cumsum"
 
-    def abstract(self, inputs, axis):
+    def abstract(self, inputs: Sequence[Atom], axis: int) -> tuple[tuple[int, ...], np.dtype[Any]]:
         return inputs[0].shape, inputs[0].dtype
 
-    def impl(self, xp, values, batched, axis):
+    def impl(self, xp: Any, values: Sequence[Any], batched: Sequence[bool], axis: int) -> Any:
         x, b = values[0], batched[0]
         return unlift(xp.cumsum(lift(xp, x, b, np.ndim(x) - b), axis=axis + 1), b)
 
-    def jacobian(self, ctx, i, axis):
+    def jacobian(self, ctx: JacobianContext, i: int, axis: int) -> Jacobian:
         indptr, indices = cumsum_pattern(ctx.inputs[0].shape, axis)
         return jacobians.reduction(indptr, indices, ctx.inputs[0].size, ctx.batch, ctx.dtype, ctx.xp)
 
-    def vjp(self, cotangent, i, inputs, out, axis):
+    def vjp(self, cotangent: Any, i: int, inputs: Sequence[Any], out: Any, axis: int) -> Any:
         flipped = bind(lax.prim("flip"), (cotangent,), {"axes": (axis,)})
         summed = bind(self, (flipped,), {"axis": axis})
         return bind(lax.prim("flip"), (summed,), {"axes": (axis,)})
 
 
 @functools.lru_cache(maxsize=256)
-def cumsum_pattern(shape: tuple, axis: int):
+def cumsum_pattern(shape: tuple[int, ...], axis: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """CSR of a cumulative sum: output ``r`` sums the entries up to it along ``axis``."""
     n = shape[axis]
     lines = np.moveaxis(np.arange(size_of(shape), dtype=np.int64).reshape(shape), axis, -1).reshape(-1, n)
@@ -285,14 +300,14 @@ class ArgChooser(Primitive):
 
     differentiable = False
 
-    def __init__(self, name, function):
+    def __init__(self, name: str, function: str) -> None:
         super().__init__(name)
         self.function = function
 
-    def abstract(self, inputs, axis):
+    def abstract(self, inputs: Sequence[Atom], axis: int) -> tuple[tuple[int, ...], np.dtype[Any]]:
         return _kept_shape(inputs[0].shape, (axis,)), np.dtype(np.int64)
 
-    def impl(self, xp, values, batched, axis):
+    def impl(self, xp: Any, values: Sequence[Any], batched: Sequence[bool], axis: int) -> Any:
         x, b = values[0], batched[0]
         return unlift(getattr(xp, self.function)(lift(xp, x, b, np.ndim(x) - b), axis=axis + 1), b)
 

@@ -1,4 +1,5 @@
-"""The vectorisable float32 exp and tanh of the fused CPU kernels: ulp accuracy and IEEE edges."""
+"""The vectorisable float32 exp and tanh of the fused CPU kernels: ulp accuracy (exp 1 ulp,
+tanh 6 ulp: see batchjac.exact.fuse.cpu_math) and IEEE edges."""
 
 from __future__ import annotations
 
@@ -40,12 +41,14 @@ def test_exp_within_one_ulp():
     assert _ulps(out, x, np.exp).max() <= 1.0
 
 
-def test_tanh_within_one_and_a_half_ulps():
+def test_tanh_within_six_ulps():
     x = _grid()
     x = x[np.abs(x) > 1e-37]
     out = np.empty_like(x)
     _apply_tanh(x, out)
-    assert _ulps(out, x, np.tanh).max() <= 1.5
+    assert _ulps(out, x, np.tanh).max() <= 6.0
+    relative = np.abs(out.astype(np.float64) / np.tanh(x.astype(np.float64)) - 1)
+    assert relative.max() <= 4e-7
 
 
 def test_edges():

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cases import BY_NAME, CASES, Case, fused_and_chain, reference_jacobian, relative_error, sample
+from helpers import assert_close, complex_step_jacobian
 
 import batchjac as bj
 from batchjac.exact.capture import capture
@@ -225,3 +226,36 @@ def test_tangents_keep_their_static_sparsity():
     program = bj.trace(lambda x: np.sin(np.cumsum(x, axis=-1)), x)
     decision = plan_fusion(program, program.inputs, 2, np.float64)
     assert decision.forward_operations == 36 + 7 + 28
+
+
+def test_large_outputs_reuse_memory_only_once_released():
+    """Outputs of 4 MiB and more come from a pool of buffers: a result the caller holds is
+    never overwritten by a later call; a released one's memory is used again."""
+    rng = np.random.default_rng(9)
+    x1, x2 = rng.standard_normal((2, 640, 1024))
+    program = bj.trace(lambda x: np.tanh(np.exp(x) * x) + x, x1)
+
+    def run(x):
+        value, (D,), _ = fused_value_and_jacobians(program, [x], program.const_values, program.inputs, 640)
+        return value, D.diagonal()
+
+    v1, d1 = run(x1)
+    kept = (v1.copy(), d1.copy())
+    v2, d2 = run(x2)
+    assert np.array_equal(v1, kept[0]) and np.array_equal(d1, kept[1])
+    assert not np.shares_memory(v1, v2) and not np.shares_memory(d1, d2)
+    released = {v2.__array_interface__["data"][0], d2.__array_interface__["data"][0]}
+    del v2, d2
+    v3, d3 = run(x2)
+    assert {v3.__array_interface__["data"][0], d3.__array_interface__["data"][0]} == released
+    np.testing.assert_allclose(v3, np.tanh(np.exp(x2) * x2) + x2, rtol=1e-15)
+
+
+def test_a_product_times_its_own_factors_compiles_with_distinct_names(rng):
+    """Regression: the partials of prod (prefix and suffix products) and the emitter's
+    common subexpressions once shared a name, giving a wrong Jacobian."""
+    x = rng.uniform(0.5, 1.5, (4, 5))
+    f = lambda t: np.prod(t, axis=-1, keepdims=True) * t  # noqa: E731
+    fused = bj.jacobian(f, x, method="exact", fuse=True)
+    assert_close(fused, bj.jacobian(f, x, method="exact", fuse=False), rtol=1e-13)
+    assert_close(fused, complex_step_jacobian(f, x), rtol=1e-13)
