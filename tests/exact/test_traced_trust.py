@@ -330,3 +330,40 @@ def test_refusals_only_suggest_functions_that_exist(rng):
             assert target is not None, f"{message!r} suggests numpy.{dotted}, which does not exist"
         for method in re.findall(r"\bx\.([a-zA-Z_]+)", message):
             assert method in dir(np.ndarray), f"{message!r} suggests x.{method}"
+
+
+def test_a_structured_constructor_on_a_traced_array_is_a_trace_error(rng):
+    x = rng.standard_normal((3, 4))
+    with pytest.raises(TraceError, match="traced array was converted"):
+        bj.jacobian(lambda t: bj.Dense(t[:, :, None] * t[:, None, :]), x, method="exact")
+
+
+def test_a_string_parameter_of_an_element_wise_rule_is_named(rng):
+    x = rng.standard_normal((3, 4))
+    with pytest.raises(TypeError, match="leaky_relu.*alpha must be a real number, got 'a'"):
+        bj.elementwise("leaky_relu", x, alpha="a")
+    with pytest.raises(TypeError, match="alpha"):
+        bj.jacobian(lambda t: bj.leaky_relu(t, alpha="a"), x, method="exact")
+
+
+@pytest.mark.parametrize("method", ["exact", "central"])
+def test_the_backend_keyword_of_jacobian_wins_over_the_environment(rng, monkeypatch, method):
+    x = rng.standard_normal((3, 4))
+    monkeypatch.setenv("BATCHJAC_BACKEND", "numba")  # not available here: it would raise if it won
+    J = bj.jacobian(lambda t: np.tanh(t), x, method=method, backend="numpy")
+    assert_close(J, np.einsum("bi,ij->bij", 1 - np.tanh(x) ** 2, np.eye(4)), rtol=1e-8)
+
+
+def test_nan_propagates_through_the_compiled_scalar_forms(rng):
+    """The fused CPU kernel runs the rules' scalar forms (the GPU kernels are generated from
+    the same): a NaN entry gives NaN value and derivative, the others are untouched."""
+    x = rng.standard_normal((2, 6))
+    x[0, 1] = x[1, 4] = np.nan
+    f = lambda t: bj.relu(t) + bj.abs(t) + bj.leaky_relu(t, alpha=0.1)  # noqa: E731
+    y, J = bj.value_and_jacobian(f, x, method="exact", fuse=True, structured=True)
+    d = np.asarray(J.diagonal())
+    nan = np.isnan(x)
+    assert np.isnan(y[nan]).all() and np.isnan(d[nan]).all()
+    expected = np.where(x > 0, 1.0, 0.0) + np.sign(x) + np.where(x > 0, 1.0, 0.1)
+    assert_close(d[~nan], expected[~nan], rtol=1e-15)
+    assert_close(y[~nan], (np.maximum(x, 0) + np.abs(x) + np.where(x > 0, x, 0.1 * x))[~nan], rtol=1e-15)

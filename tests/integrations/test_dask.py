@@ -296,3 +296,14 @@ def test_a_killed_worker_does_not_corrupt_the_result(client, data, tmp_path):
     result = J.compute()
     assert os.path.exists(marker)  # a worker did die
     assert np.array_equal(result, bj.jacobian(dies_once(marker), x, method="central"))
+
+
+def test_numpy_integer_argnums_are_taken_like_ints(data):
+    x, _, v = data
+    with dask.config.set(scheduler="sync"):
+        J = bj.jacobian(black_box, batched(x), batched(v), W, method="central", argnums=np.int64(1))
+        np.testing.assert_array_equal(J.compute(), bj.jacobian(black_box, x, v, W, method="central", argnums=1))
+        J0, J1 = bj.jacobian(black_box, batched(x), batched(v), W, method="central", argnums=(np.int32(0), np.int64(1)))
+        K0, K1 = bj.jacobian(black_box, x, v, W, method="central", argnums=(0, 1))
+        np.testing.assert_array_equal(J0.compute(), K0)
+        np.testing.assert_array_equal(J1.compute(), K1)
