@@ -409,7 +409,9 @@ def _exact_in_chunks(
         for start in range(0, batch, chunk):
             stop = min(start + chunk, batch)
             part = [a[start:stop] if b else a for a, b in zip(inputs, batched)]
-            v, jacobians, _ = value_and_jacobians(program, part, program.const_values, program.inputs, stop - start)
+            # per-sample data that is not differentiated (batched constants) is sliced too
+            consts = [c[start:stop] if var.batched else c for c, var in zip(program.const_values, program.consts)]
+            v, jacobians, _ = value_and_jacobians(program, part, consts, program.inputs, stop - start)
             value[start:stop] = _whole_batch(v, out, stop - start)
             for result, J in zip(results, jacobians):
                 result[start:stop] = J.to_dense().reshape(result[start:stop].shape)

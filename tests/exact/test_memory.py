@@ -178,3 +178,15 @@ def test_a_long_program_runs_in_passes_whose_working_set_is_bounded(rng, monkeyp
     small = q[:5].astype(np.float64)
     reference = bj.jacobian(_long_chain, small, method="complex-step")
     assert_close(J[:5], reference, rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 7])
+def test_chunks_slice_the_per_sample_data_that_is_not_differentiated(rng, chunk):
+    """A per-sample argument outside ``argnums`` (labels, targets) goes with its samples."""
+    x, y = rng.standard_normal((7, 5)), rng.standard_normal((7, 5))
+    f = lambda x, y: np.tanh(x * y) + y  # noqa: E731
+    J = bj.jacobian(f, x, y, method="exact", chunk_size=chunk)
+    assert_close(J, np.einsum("bi,ij->bij", y / np.cosh(x * y) ** 2, np.eye(5)), rtol=1e-14)
+    H = bj.jacobian(bj.grad(lambda x, y: np.sum(np.tanh(x * y), axis=-1)), x, y, method="exact", chunk_size=chunk)
+    t = np.tanh(x * y)
+    assert_close(H, np.einsum("bi,ij->bij", -2 * t * (1 - t**2) * y**2, np.eye(5)), rtol=1e-12)
