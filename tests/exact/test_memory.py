@@ -190,3 +190,55 @@ def test_chunks_slice_the_per_sample_data_that_is_not_differentiated(rng, chunk)
     H = bj.jacobian(bj.grad(lambda x, y: np.sum(np.tanh(x * y), axis=-1)), x, y, method="exact", chunk_size=chunk)
     t = np.tanh(x * y)
     assert_close(H, np.einsum("bi,ij->bij", -2 * t * (1 - t**2) * y**2, np.eye(5)), rtol=1e-12)
+
+
+def _forced_passes(monkeypatch):
+    """Every exact call with a non-scalar output goes through the batch in passes of 2."""
+    from batchjac import engine
+
+    monkeypatch.setattr(engine, "WORKING_SET", 1)
+    monkeypatch.setattr(engine, "MIN_PASS", 2)
+
+
+_PASS_CASES = {
+    "per-sample data outside argnums": (lambda x, y: np.tanh(x * y) + np.sin(y), {}, True),
+    "shared weight, denominator layout": (lambda x, W: np.tanh(x @ W), {"layout": "denominator"}, False),
+    "two argnums": (lambda x, y: x * np.exp(y), {"argnums": (0, 1)}, True),
+    "per-sample f with a shared parameter": (
+        lambda x, W: np.tanh(W @ x), {"argnums": (0, 1), "per_sample": True, "in_axes": (0, None)}, False,
+    ),
+    "dict argument": (lambda p, y: np.sin(p["a"]) * p["b"] + y, {}, "tree"),
+    "has_aux": (lambda x, y: (np.cos(x) * y, np.sum(y, axis=-1)), {"has_aux": True}, True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_PASS_CASES))
+def test_results_in_passes_equal_the_whole_batch(rng, monkeypatch, name):
+    f, keywords, second = _PASS_CASES[name]
+    B = 5
+    x = rng.standard_normal((B, 4))
+    if second == "tree":
+        args = ({"a": x, "b": rng.standard_normal((B, 4))}, rng.standard_normal((B, 4)))
+    elif second:
+        args = (x, rng.standard_normal((B, 4)))
+    else:
+        args = (x, rng.standard_normal((4, 4)))
+    whole = bj.value_and_jacobian(f, *args, method="exact", fuse=False, **keywords)
+    _forced_passes(monkeypatch)
+    from batchjac import engine
+
+    passes = []
+    in_chunks = engine._exact_in_chunks
+    monkeypatch.setattr(engine, "_exact_in_chunks", lambda *a, **k: passes.append(a[4]) or in_chunks(*a, **k))
+    parts = bj.value_and_jacobian(f, *args, method="exact", fuse=False, **keywords)
+    assert passes == [2]  # samples per pass
+    for a, b in zip(_leaves(whole), _leaves(parts), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def _leaves(tree):
+    if isinstance(tree, dict):
+        return [leaf for key in sorted(tree) for leaf in _leaves(tree[key])]
+    if isinstance(tree, (list, tuple)):
+        return [leaf for item in tree for leaf in _leaves(item)]
+    return [np.asarray(tree)]
