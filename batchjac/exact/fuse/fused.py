@@ -284,7 +284,9 @@ class _Device:
 
     def run(self, kernel: Any, count: int, args: list[Any]) -> None:
         if self.target == CPU:
-            kernel(*args)
+            from batchjac.backends.cpu_kernels import run_parallel
+
+            run_parallel(kernel, *args)
             return
         try:
             from batchjac.kernels.numba_fused import launch

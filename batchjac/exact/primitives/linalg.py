@@ -52,6 +52,16 @@ def _matrix_shapes(
     return sa2, sb2, out, final
 
 
+def _outer(xp: Any, a: Any, b: Any) -> Any:
+    """``a @ b`` for ``a (..., m, 1)`` and ``b (..., 1, n)``: the outer products, by the CPU
+    kernel for a stack of samples on NumPy, else by broadcasting."""
+    if xp is np and a.ndim == b.ndim == 3 and a.shape[0] == b.shape[0]:
+        from batchjac.backends.cpu_kernels import batched_outer
+
+        return batched_outer(a[:, :, 0], b[:, 0, :])
+    return a * b
+
+
 class MatMul(Primitive):
     """NumPy's ``matmul`` per sample (1-D operands promoted, stacks broadcast)."""
 
@@ -78,7 +88,10 @@ class MatMul(Primitive):
             la, lb = lift(xp, a2, ba, rank), lift(xp, b2, bb, rank)
             # an outer product (contraction of length 1, as in a per-sample weight gradient
             # g x^T) is a broadcast multiply: the same products, without a GEMM per sample
-            y = la * lb if len(sa2) >= 2 and sa2[-1] == 1 and len(sb2) >= 2 else xp.matmul(la, lb)
+            if len(sa2) >= 2 and sa2[-1] == 1 and len(sb2) >= 2:
+                y = _outer(xp, la, lb)
+            else:
+                y = xp.matmul(la, lb)
             y = unlift(y, ba or bb)
         lead = (y.shape[0],) if (ba or bb) else ()
         return y.reshape(lead + final)
