@@ -337,12 +337,12 @@ def exact_memory_per_sample(program: Program, inputs: Sequence[Any]) -> int:
     return itemsize * (entries + 3 * result)
 
 
-def _working_bytes_per_sample(program: Program, inputs: Sequence[Any]) -> int:
-    """Of :func:`exact_memory_per_sample`, the bytes of values and local Jacobians (not the
-    result's copies)."""
+def _working_bytes_per_sample(program: Program, per_sample: int) -> int:
+    """Of ``per_sample`` (:func:`exact_memory_per_sample`), the bytes of values and local
+    Jacobians (not the result's copies)."""
     itemsize = np.dtype(program.outputs[0].dtype).itemsize
     result = program.outputs[0].size * sum(v.size for v in program.inputs)
-    return exact_memory_per_sample(program, inputs) - 3 * itemsize * result
+    return per_sample - 3 * itemsize * result
 
 
 # A large batch goes through the chain in passes whose values and local Jacobians take at
@@ -384,7 +384,7 @@ def exact_chunk(program: Program, inputs: Sequence[Any], batch: int, options: Op
     budget = FALLBACK_BUDGET if free is None else int(MEMORY_FRACTION * free)
     chunk = max(1, min(batch, budget // max(per_sample, 1)))
     if program.outputs[0].size > 1:  # a scalar output takes the gradient path, linear already
-        working = _working_bytes_per_sample(program, inputs)
+        working = _working_bytes_per_sample(program, per_sample)
         if working * chunk > WORKING_SET:
             chunk = min(chunk, max(MIN_PASS, WORKING_SET // max(working, 1)))
     return chunk
