@@ -330,7 +330,7 @@ def vhp(
 
 def hessian(f: Callable[..., Any], x: Any, *args: Any, argnums: int | Sequence[int] = 0, method: str = "auto", structured: bool = False,
             layout: str = "numerator", backend: str | None = None, per_sample: bool = False, in_axes: int | Sequence[int | None] | None = None,
-            **kwargs: Any) -> Any:  # fmt: skip
+            chunk_size: int | None = None, progress: bool = False, **kwargs: Any) -> Any:  # fmt: skip
     """Batched Hessian of ``f``: ``(B, *in_shape, *in_shape)`` for a scalar ``f`` (one number
     per sample), ``(B, *out_shape, *in_shape, *in_shape)`` for a vector ``f``.
 
@@ -349,8 +349,10 @@ def hessian(f: Callable[..., Any], x: Any, *args: Any, argnums: int | Sequence[i
         Return a :class:`~batchjac.Jacobian` ``(B, n, n)`` (scalar ``f``).
     layout : {"numerator", "denominator"}
         ``(B, *out, *in, *in)`` or ``(B, *in, *in, *out)`` (the same for a scalar ``f``).
-    backend, per_sample, in_axes, **kwargs
-        As for :func:`bj.jacobian`; ``x`` must be one array (not a pytree).
+    backend, per_sample, in_axes, chunk_size, progress, **kwargs
+        As for :func:`bj.jacobian` (``chunk_size``: samples per pass, so that the peak memory
+        stays bounded; ``progress``: a progress bar over the passes); ``x`` must be one array
+        (not a pytree).
 
     Returns
     -------
@@ -371,8 +373,9 @@ def hessian(f: Callable[..., Any], x: Any, *args: Any, argnums: int | Sequence[i
         raise ValueError("structured=True needs the exact method, got method='central'")
     all_args = (x, *args)
     options = check_options(
-        f, all_args, argnums=argnums, layout=layout, per_sample=per_sample, in_axes=in_axes
-    )
+        f, all_args, argnums=argnums, layout=layout, per_sample=per_sample, in_axes=in_axes,
+        chunk_size=chunk_size, progress=progress, structured=structured,
+    )  # fmt: skip
     if not is_leaf(flatten(all_args[options.argnums[0]])[1]):
         kind = type(all_args[options.argnums[0]]).__name__
         raise TypeError(
@@ -390,7 +393,7 @@ def hessian(f: Callable[..., Any], x: Any, *args: Any, argnums: int | Sequence[i
 
             warnings.warn(f"{getattr(f, '__name__', 'f')} does not trace ({err}); using second differences",
                           NumericalFallbackWarning, stacklevel=2)  # fmt: skip
-        H = _second_differences(f, all_args, kwargs, keywords)
+        H = _second_differences(f, all_args, kwargs, keywords, dict(chunk_size=chunk_size, progress=progress))
         return _arranged(H, _in_ndim(all_args, options), options.layout)
     scalar = captured.program.outputs[0].shape == ()
     first = (
@@ -398,11 +401,12 @@ def hessian(f: Callable[..., Any], x: Any, *args: Any, argnums: int | Sequence[i
         if scalar
         else _jacobian_function(f, argnums, per_sample, in_axes)
     )
+    passes = dict(chunk_size=chunk_size, progress=progress)
     if method == "central":
-        H = value_and_jacobian(first, *all_args, kwargs=kwargs, method="central", **keywords)[1]
+        H = value_and_jacobian(first, *all_args, kwargs=kwargs, method="central", **keywords, **passes)[1]
     else:
         H = value_and_jacobian(
-            first, *all_args, kwargs=kwargs, method="exact", structured=structured, **keywords
+            first, *all_args, kwargs=kwargs, method="exact", structured=structured, **keywords, **passes
         )[1]
     if isinstance(H, Jacobian):  # structured: (B, n, n) of a scalar f, or (B, m n, n)
         return _symmetric_structured(H) if scalar else H
@@ -456,8 +460,9 @@ def _jacobian_function(
 
 
 def _second_differences(
-    f: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any], keywords: dict[str, Any]
-) -> Any:
+    f: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any], keywords: dict[str, Any],
+    passes: dict[str, Any],
+) -> Any:  # fmt: skip
     """The Hessian of a black box by central differences of central differences (a step of
     ``eps^(1/3)`` of the scale in each): error about ``1e-5`` relative in float64 (measured in
     the README's "Second derivatives" section); float32 is refused (no correct digit)."""
@@ -477,5 +482,5 @@ def _second_differences(
     def gradient(*call_args: Any) -> Any:
         return value_and_jacobian(f, *call_args, kwargs=kwargs, method="central", **keywords)[1]
 
-    outer = dict(keywords, per_sample=False, in_axes=None)
+    outer = dict(keywords, per_sample=False, in_axes=None, **passes)  # the passes split the outer batch
     return value_and_jacobian(gradient, *args, method="central", **outer)[1]

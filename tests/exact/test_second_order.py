@@ -469,3 +469,32 @@ if given is not None:
 def test_the_hessian_of_every_operation_of_the_property_test(name):
     _check_composition([name], seed=1)
     _check_composition([name, "softmax", name], seed=2)
+
+
+@pytest.mark.parametrize("method", ["exact", "central"])
+@pytest.mark.parametrize("chunk", [1, 3, 7])
+def test_hessians_in_passes_of_samples(rng, method, chunk):
+    """``chunk_size`` bounds the samples per pass (per-sample data outside argnums included)."""
+    x, y = rng.standard_normal((7, 4)), rng.standard_normal((7, 4))
+    f = lambda x, y: np.sum(np.tanh(x * y) ** 2, axis=-1)  # noqa: E731
+    t = np.tanh(x * y)
+    d2 = y**2 * (2 * (1 - t**2) ** 2 - 4 * t**2 * (1 - t**2))  # d^2/dx^2 of tanh(xy)^2
+    expected = np.einsum("bi,ij->bij", d2, np.eye(4))
+    H = bj.hessian(f, x, y, method=method, chunk_size=chunk)
+    np.testing.assert_allclose(H, expected, rtol=1e-13 if method == "exact" else 1e-7, atol=1e-13 if method == "exact" else 1e-7)
+    if method == "exact":
+        np.testing.assert_array_equal(H, bj.hessian(f, x, y, method=method))
+
+
+def test_hessian_passes_show_progress_and_are_validated(rng, capsys):
+    pytest.importorskip("tqdm")
+    x = rng.standard_normal((6, 3))
+    f = lambda x: np.sum(np.sin(x) ** 3, axis=-1)  # noqa: E731
+    bj.hessian(f, x, chunk_size=2, progress=True)
+    assert "3/3" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="chunk_size: expected a positive int"):
+        bj.hessian(f, x, chunk_size=0)
+    with pytest.raises((TypeError, ValueError), match="progress"):
+        bj.hessian(f, x, progress="yes")
+    with pytest.raises(ValueError, match="chunk_size: a structured Jacobian"):
+        bj.hessian(f, x, structured=True, chunk_size=2)
