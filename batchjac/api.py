@@ -59,7 +59,9 @@ def jacobian(f: Callable[..., Any], x: Any, *args: Any, argnums: int | Sequence[
         ``"numpy"``, ``"cupy"`` or ``"numba"``; it wins over ``bj.use_backend`` and
         ``BATCHJAC_BACKEND`` for the whole call.
     chunk_size : int, optional
-        Columns (numerical) per pass; None picks it from free memory.
+        Samples per pass on the exact path, columns per pass for the numerical methods;
+        None picks it from free memory (and, on the exact path on the CPU, passes whose
+        values and local Jacobians stay under a working set of 64 MiB).
     structured : bool
         Return a :class:`~batchjac.Jacobian` ``(B, m, n)`` over the flattened sample shapes
         (exact only), whose ``plan`` says how it was assembled.

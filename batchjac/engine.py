@@ -348,8 +348,11 @@ def _working_bytes_per_sample(program: Program, per_sample: int) -> int:
 # A large batch goes through the chain in passes whose values and local Jacobians take at
 # most WORKING_SET bytes (the result is allocated once, for the whole batch): the peak stays
 # near the result's size instead of growing with the length of the program, and each pass
-# works in cache. A pass has at least MIN_PASS samples, so the per-pass Python cost stays
-# small against the kernels. Each sample's arithmetic does not depend on the pass it is in.
+# works in cache (on the CPU). A pass has at least MIN_PASS samples, so the per-pass Python
+# cost stays small against the kernels, and the passes have equal sizes (no pass of a few
+# samples, for which BLAS may take another route). A sample's arithmetic does not depend on
+# its pass, except where a BLAS product rounds differently for another number of rows (the
+# README's "Known limitations").
 WORKING_SET = 64 << 20
 MIN_PASS = 1024
 
@@ -383,11 +386,13 @@ def exact_chunk(program: Program, inputs: Sequence[Any], batch: int, options: Op
         return batch
     budget = FALLBACK_BUDGET if free is None else int(MEMORY_FRACTION * free)
     chunk = max(1, min(batch, budget // max(per_sample, 1)))
-    if program.outputs[0].size > 1:  # a scalar output takes the gradient path, linear already
+    # a scalar output takes the gradient path, linear already; a GPU has no cache to fit
+    if program.outputs[0].size > 1 and (not inputs or device_of(inputs[0]) == "cpu"):
         working = _working_bytes_per_sample(program, per_sample)
         if working * chunk > WORKING_SET:
             chunk = min(chunk, max(MIN_PASS, WORKING_SET // max(working, 1)))
-    return chunk
+    passes = -(-batch // chunk)
+    return -(-batch // passes)  # passes of equal sizes (the last one at most passes - 1 smaller)
 
 
 def _exact_in_chunks(
@@ -403,9 +408,9 @@ def _exact_in_chunks(
     xp = namespace(*[a for a in inputs if hasattr(a, "shape")])
     out = program.outputs[0]
     value = xp.empty((batch, *out.shape), dtype=out.dtype)
-    results = [xp.empty((batch, *out.shape, *shape), dtype=out.dtype) for shape in in_shapes]
+    results: list[Any] = []
     passes = -(-batch // chunk)
-    with _progress_bar(passes, options.progress) as bar:
+    with _progress_bar(passes, options.progress, "exact Jacobian") as bar:
         for start in range(0, batch, chunk):
             stop = min(start + chunk, batch)
             part = [a[start:stop] if b else a for a, b in zip(inputs, batched)]
@@ -413,6 +418,8 @@ def _exact_in_chunks(
             consts = [c[start:stop] if var.batched else c for c, var in zip(program.const_values, program.consts)]
             v, jacobians, _ = value_and_jacobians(program, part, consts, program.inputs, stop - start)
             value[start:stop] = _whole_batch(v, out, stop - start)
+            if not results:  # the dtype the chain gives (as for the whole batch in one pass)
+                results = [xp.empty((batch, *out.shape, *shape), dtype=J.dtype) for J, shape in zip(jacobians, in_shapes)]
             for result, J in zip(results, jacobians):
                 result[start:stop] = J.to_dense().reshape(result[start:stop].shape)
             bar.update()

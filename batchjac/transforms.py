@@ -330,7 +330,7 @@ def vhp(
 
 def hessian(f: Callable[..., Any], x: Any, *args: Any, argnums: int | Sequence[int] = 0, method: str = "auto", structured: bool = False,
             layout: str = "numerator", backend: str | None = None, per_sample: bool = False, in_axes: int | Sequence[int | None] | None = None,
-            chunk_size: int | None = None, progress: bool = False, **kwargs: Any) -> Any:  # fmt: skip
+            chunk_size: int | None = None, progress: bool | None = None, **kwargs: Any) -> Any:  # fmt: skip
     """Batched Hessian of ``f``: ``(B, *in_shape, *in_shape)`` for a scalar ``f`` (one number
     per sample), ``(B, *out_shape, *in_shape, *in_shape)`` for a vector ``f``.
 
@@ -350,9 +350,9 @@ def hessian(f: Callable[..., Any], x: Any, *args: Any, argnums: int | Sequence[i
     layout : {"numerator", "denominator"}
         ``(B, *out, *in, *in)`` or ``(B, *in, *in, *out)`` (the same for a scalar ``f``).
     backend, per_sample, in_axes, chunk_size, progress, **kwargs
-        As for :func:`bj.jacobian` (``chunk_size``: samples per pass, so that the peak memory
-        stays bounded; ``progress``: a progress bar over the passes); ``x`` must be one array
-        (not a pytree).
+        As for :func:`bj.jacobian` (``chunk_size``: samples per pass on the exact path, so
+        that the peak memory stays bounded, columns per pass of the numerical differences;
+        ``progress``: a progress bar over the passes); ``x`` must be one array (not a pytree).
 
     Returns
     -------

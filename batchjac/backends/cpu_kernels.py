@@ -12,6 +12,7 @@ first use and cached on disk by numba (``cache=True``).
 from __future__ import annotations
 
 import functools
+import sys
 import threading
 from typing import Any
 
@@ -56,6 +57,51 @@ def _outer_kernel() -> Any:
     return outer
 
 
+# Large CPU results come from a small pool of buffers, each reused once every array made
+# from it has been dropped by the caller: a fresh buffer costs the kernel a page fault and
+# the operating system's zeroing of every page it writes (as much time again as writing a
+# Jacobian at the memory bandwidth; JAX and PyTorch keep caching allocators for the same
+# reason). Results never share memory with anything the caller holds. A buffer larger than
+# POOL_MAXIMUM_BYTES is never kept.
+POOL_MINIMUM_BYTES = 4 << 20
+POOL_MAXIMUM_BYTES = 1 << 30
+POOL_BUFFERS = 8
+_POOL: list[np.ndarray] = []  # raw uint8 buffers, oldest first
+_POOL_LOCK = threading.Lock()
+
+
+def pooled_empty(shape: Any, dtype: Any) -> np.ndarray:
+    """An uninitialised NumPy array of ``shape`` and ``dtype``, from the pool when large.
+
+    >>> a = pooled_empty((1024, 1024), np.float64); a.shape, a.dtype.name
+    ((1024, 1024), 'float64')
+    """
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if nbytes < POOL_MINIMUM_BYTES or nbytes > POOL_MAXIMUM_BYTES:
+        return np.empty(shape, dtype=dtype)
+    with _POOL_LOCK:
+        for i in range(len(_POOL)):
+            if _POOL[i].nbytes == nbytes and _free(i):
+                buffer = _POOL.pop(i)
+                _POOL.append(buffer)  # most recently used last
+                return buffer.view(dtype).reshape(shape)
+        buffer = np.empty(nbytes, dtype=np.uint8)
+        _POOL.append(buffer)
+        while len(_POOL) > POOL_BUFFERS or sum(b.nbytes for b in _POOL) > POOL_MAXIMUM_BYTES:
+            free = next((i for i in range(len(_POOL) - 1) if _free(i)), None)
+            if free is None:
+                break
+            del _POOL[free]  # the oldest free buffer
+        return buffer.view(dtype).reshape(shape)
+
+
+def _free(i: int) -> bool:
+    """True when only the pool refers to buffer ``i`` (every array made from a buffer holds
+    a reference to it as its base): the list and getrefcount's own argument."""
+    return sys.getrefcount(_POOL[i]) == 2
+
+
 def batched_outer(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``(B, m)`` and ``(B, n)`` NumPy arrays -> ``(B, m, n)`` with ``out[s, i, j] = a[s, i] *
     b[s, j]``, in NumPy's result dtype.
@@ -68,7 +114,7 @@ def batched_outer(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     dtype = np.result_type(a, b)
     if batch * m * n < PARALLEL_ENTRIES or dtype not in (np.float32, np.float64):
         return a[:, :, None] * b[:, None, :]
-    out = np.empty((batch, m, n), dtype)
+    out = pooled_empty((batch, m, n), dtype)
     # contiguous operands (B m + B n numbers) let the inner loop vectorise
     run_parallel(_outer_kernel(), np.ascontiguousarray(a, dtype), np.ascontiguousarray(b, dtype), out)
     return out

@@ -821,7 +821,7 @@ class _NoProgress:
         pass
 
 
-def _progress_bar(passes: int, progress: bool | None) -> Any:
+def _progress_bar(passes: int, progress: bool | None, label: str = "numerical Jacobian") -> Any:
     """A tqdm bar over ``passes`` calls of ``f`` on stderr, or a stand-in that shows nothing.
 
     ``progress=None`` shows one only on a terminal, for at least ``PROGRESS_MIN_CHUNKS``
@@ -839,7 +839,7 @@ def _progress_bar(passes: int, progress: bool | None) -> Any:
         raise ImportError("progress=True needs tqdm, which is not installed: pip install tqdm") from err
     return tqdm(
         total=passes,
-        desc="numerical Jacobian",
+        desc=label,
         unit="pass",
         file=sys.stderr,
         delay=0 if progress else PROGRESS_DELAY_S,

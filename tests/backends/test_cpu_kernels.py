@@ -79,3 +79,29 @@ def test_parallel_kernels_launched_from_several_threads(layer):
     assert failures == "0"
     if layer != "default":
         assert found == layer
+
+
+def test_the_pool_reuses_a_buffer_only_once_the_caller_dropped_it(monkeypatch):
+    monkeypatch.setattr(cpu_kernels, "_POOL", [])
+    shape = (1024, 1024)  # 8 MB in float64: pooled
+    a = cpu_kernels.pooled_empty(shape, np.float64)
+    a[...] = 1.0
+    view = a[3]  # the caller keeps a view: the buffer stays theirs
+    del a
+    b = cpu_kernels.pooled_empty(shape, np.float64)
+    assert not np.shares_memory(b, view)
+    b[...] = 2.0
+    assert (view == 1.0).all()
+    address = b.__array_interface__["data"][0]
+    del b
+    c = cpu_kernels.pooled_empty(shape, np.float64)  # dropped: reused
+    assert c.__array_interface__["data"][0] == address
+
+
+def test_the_pool_never_keeps_a_buffer_above_its_limit(monkeypatch):
+    monkeypatch.setattr(cpu_kernels, "_POOL", [])
+    monkeypatch.setattr(cpu_kernels, "POOL_MAXIMUM_BYTES", 16 << 20)
+    big = cpu_kernels.pooled_empty((3, 1024, 1024), np.float64)  # 24 MB
+    assert big.shape == (3, 1024, 1024) and cpu_kernels._POOL == []
+    small = cpu_kernels.pooled_empty((1024, 1024), np.float32)
+    assert small.dtype == np.float32 and len(cpu_kernels._POOL) == 1

@@ -242,3 +242,23 @@ def _leaves(tree):
     if isinstance(tree, (list, tuple)):
         return [leaf for item in tree for leaf in _leaves(item)]
     return [np.asarray(tree)]
+
+
+def test_passes_have_equal_sizes_and_the_dtype_of_the_whole_batch(rng, monkeypatch):
+    """A float32 output of a float64 input: the chain's Jacobian dtype whatever the passes;
+    the passes split the batch evenly (no last pass of a few samples)."""
+    from batchjac import engine
+
+    W = rng.standard_normal((6, 4))
+    f = lambda x: np.tanh(x @ W.T).astype(np.float32)  # noqa: E731
+    x = rng.standard_normal((11, 4))
+    whole = bj.jacobian(f, x, method="exact", fuse=False)
+    monkeypatch.setattr(engine, "WORKING_SET", 1)
+    monkeypatch.setattr(engine, "MIN_PASS", 4)
+    sizes = []
+    chain = engine.value_and_jacobians
+    monkeypatch.setattr(engine, "value_and_jacobians", lambda *a: sizes.append(a[4]) or chain(*a))
+    parts = bj.jacobian(f, x, method="exact", fuse=False)
+    assert sizes == [4, 4, 3]
+    assert parts.dtype == whole.dtype
+    assert_close(parts, whole, rtol=1e-6)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
+from batchjac.backends.cpu_kernels import pooled_empty, run_parallel
 from batchjac.core.arrays import device_of
 from batchjac.core.errors import BackendUnavailableError, DeviceMismatchError, NotFusableError
 from batchjac.exact.fuse.cache import get_kernel
@@ -185,48 +185,6 @@ def _check_shapes(program: Program, inputs: Sequence[Any], consts: Sequence[Any]
                 )
 
 
-# Large CPU outputs come from a small pool of buffers, each reused once every array made
-# from it has been dropped by the caller: a fresh buffer costs the kernel a page fault and
-# the operating system's zeroing of every page it writes (as much time again as writing a
-# Jacobian at the memory bandwidth; JAX and PyTorch keep caching allocators for the same
-# reason). Results never share memory with anything the caller holds.
-POOL_MINIMUM_BYTES = 4 << 20
-POOL_MAXIMUM_BYTES = 1 << 30
-POOL_BUFFERS = 8
-_POOL: list = []  # raw uint8 buffers, oldest first
-
-
-def pooled_empty(shape: Any, dtype: Any) -> np.ndarray:
-    """An uninitialised array of ``shape`` and ``dtype`` (NumPy), from the pool when large.
-
-    >>> a = pooled_empty((1024, 1024), np.float64); a.shape, a.dtype.name
-    ((1024, 1024), 'float64')
-    """
-    dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if nbytes < POOL_MINIMUM_BYTES:
-        return np.empty(shape, dtype=dtype)
-    for i in range(len(_POOL)):
-        if _POOL[i].nbytes == nbytes and _free(i):
-            buffer = _POOL.pop(i)
-            _POOL.append(buffer)  # most recently used last
-            return buffer.view(dtype).reshape(shape)
-    buffer = np.empty(nbytes, dtype=np.uint8)
-    _POOL.append(buffer)
-    while len(_POOL) > POOL_BUFFERS or sum(b.nbytes for b in _POOL) > POOL_MAXIMUM_BYTES:
-        free = next((i for i in range(len(_POOL) - 1) if _free(i)), None)
-        if free is None:
-            break
-        del _POOL[free]  # the oldest free buffer
-    return buffer.view(dtype).reshape(shape)
-
-
-def _free(i: int) -> bool:
-    """True when only the pool refers to buffer ``i`` (every array made from a buffer holds
-    a reference to it as its base): the list and getrefcount's own argument."""
-    return sys.getrefcount(_POOL[i]) == 2
-
-
 class _Device:
     """Allocation, layout and launch on the kernel's target."""
 
@@ -284,8 +242,6 @@ class _Device:
 
     def run(self, kernel: Any, count: int, args: list[Any]) -> None:
         if self.target == CPU:
-            from batchjac.backends.cpu_kernels import run_parallel
-
             run_parallel(kernel, *args)
             return
         try:
