@@ -1,6 +1,8 @@
 """Session-wide test settings for the tests and the doctests of the package.
 
-Compiled kernels and the autotune table go to a temporary cache directory, never the user's.
+batchjac's cache (fused kernels, the autotune table) goes to a temporary directory, never the
+user's; numba's own ``cache=True`` functions (CPU kernels, colouring, bracketing) use numba's
+cache beside their modules, as they do for every user.
 """
 
 from __future__ import annotations
