@@ -91,6 +91,8 @@ def namespace(*arrays: Any) -> Any:
 
     Raises :class:`DeviceMismatchError` if they live on different devices.
     """
+    if all(type(a) is np.ndarray for a in arrays):
+        return np  # the common case, without the device checks
     device = common_device(*arrays)
     if device == GPU:
         return _cupy()
@@ -214,6 +216,8 @@ def float_dtype(dtype: DTypeLike, name: str = "x") -> np.dtype[Any]:
 
 def as_float_array(a: Any, name: str = "x") -> Any:
     """:func:`as_array`, then integer data promoted to float64; non-float data is a TypeError."""
+    if type(a) is np.ndarray and a.dtype.kind == "f":
+        return a  # the common case
     a = as_array(a, name)
     dtype = float_dtype(a.dtype, name)
     return a if a.dtype == dtype else a.astype(dtype)

@@ -99,6 +99,8 @@ class ElementwiseRule:
             yield _like(xp, d, y)
 
     def value(self, xp: Any, *args: Any, **params: Any) -> Any:
+        if self.array is None:  # the scalar form's compiled value, without a generator
+            return _array_functions(self, xp)[0](*args, **({**self.params, **params} if self.params else params))
         steps = self.generate(xp, *args, **params)
         try:
             return next(steps)
@@ -107,6 +109,13 @@ class ElementwiseRule:
 
     def value_and_derivatives(self, xp: Any, *args: Any, **params: Any) -> tuple[Any, ...]:
         """``(y, dy/darg_1, ...)``, all of the broadcast shape of the arguments."""
+        if self.array is None:  # as generate does, without a generator (the hot path)
+            params = {**self.params, **params} if self.params else params
+            value, derivatives = _array_functions(self, xp)
+            y = value(*args, **params)
+            with quiet(xp):
+                partials = derivatives(*args, y, **params)
+            return (y, *(_like(xp, d, y) for d in partials))
         return tuple(self.generate(xp, *args, **params))
 
 
@@ -152,6 +161,9 @@ def _compile_array_functions(
 
     def typed_value(*args: Any, **params: Any) -> Any:
         y = value(*args, **params)
+        dtype = getattr(y, "dtype", None)
+        if dtype is not None and all(getattr(a, "dtype", dtype) == dtype for a in args):
+            return y  # every operand has the value's dtype: the promotion is that dtype (hot path)
         dtype = dtype_of(*args)
         return y.astype(dtype, copy=False) if hasattr(y, "astype") else xp.asarray(y, dtype=dtype)
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
@@ -37,14 +36,16 @@ class Var:
     then constants, then each equation's result); names in listings come from it.
     """
 
-    __slots__ = ("index", "shape", "dtype", "batched", "size", "__weakref__")
+    __slots__ = ("index", "shape", "dtype", "batched", "size", "aval", "__weakref__")
 
     def __init__(self, index: int, shape: Iterable[Any], dtype: DTypeLike, batched: bool):
         self.index = index
-        self.shape = tuple(int(s) for s in shape)
+        self.shape = tuple(map(int, shape))
         self.dtype = np.dtype(dtype)
         self.batched = bool(batched)
         self.size = math.prod(self.shape)  # entries per sample
+        # what the structural key records of a variable (see Program.key)
+        self.aval = (index, self.shape, self.dtype.str, self.batched)
 
     @property
     def ndim(self) -> int:
@@ -90,18 +91,26 @@ class Literal:
 Atom = Union[Var, Literal]  # an operand of an equation
 
 
-@dataclass(frozen=True)
 class Equation:
-    """``out = primitive(*inputs, **params)``: one step of a program."""
+    """``out = primitive(*inputs, **params)``: one step of a program (read-only by
+    convention; a plain class with slots: tracing makes one per operation)."""
 
-    primitive: Primitive
-    inputs: tuple[Atom, ...]
-    params: tuple[tuple[str, Any], ...]  # sorted (name, value) pairs; values hashable
-    out: Var
+    __slots__ = ("primitive", "inputs", "params", "out")
+
+    def __init__(
+        self, primitive: Primitive, inputs: tuple[Atom, ...], params: tuple[tuple[str, Any], ...], out: Var
+    ):
+        self.primitive = primitive
+        self.inputs = inputs
+        self.params = params  # sorted (name, value) pairs; values hashable
+        self.out = out
 
     @property
     def kwargs(self) -> dict[str, Any]:
         return dict(self.params)
+
+    def __repr__(self) -> str:
+        return f"Equation({self.primitive.name}, {self.inputs!r}, {self.params!r}, {self.out!r})"
 
 
 def _short_dtype(dtype: DTypeLike) -> str:
@@ -120,6 +129,40 @@ def _param_text(value: Any) -> str:
     if isinstance(value, np.dtype):
         return str(value)
     return repr(value)
+
+
+class StructuralKey(tuple):  # type: ignore[type-arg]
+    """:attr:`Program.key`: a tuple that computes its hash once (several caches look it up
+    per call) and is interned, so that a look-up finds an equal key by identity."""
+
+    _hash: int
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:  # hashes differ between processes
+        return (_structural_key, tuple(self))
+
+
+_INTERNED: dict[StructuralKey, StructuralKey] = {}
+_INTERNED_SIZE = 4096
+
+
+def _structural_key(*parts: Any) -> StructuralKey:
+    key = StructuralKey(parts)
+    key._hash = tuple.__hash__(key)
+    found = _INTERNED.get(key)
+    if found is not None:
+        return found
+    if len(_INTERNED) >= _INTERNED_SIZE:
+        _INTERNED.pop(next(iter(_INTERNED)))
+    _INTERNED[key] = key
+    return key
+
+
+def _ref(operand: Atom) -> Any:
+    """An operand in the structural key: a variable's index, a literal's dtype (not its value)."""
+    return operand.index if type(operand) is Var else ("literal", operand.dtype.str)
 
 
 def _param_key(value: Any) -> Any:
@@ -168,45 +211,42 @@ class Program:
         self.outputs = tuple(outputs)
         self.input_names = tuple(input_names) if input_names is not None else None
         self.mode = mode
-        self._hash: int | None = None
+        self._key: tuple[Any, ...] | None = None
         self._digest: str | None = None
 
     # -- structure ------------------------------------------------------------------------
-    def _structural_key(self) -> tuple[Any, ...]:
-        def ref(operand: Atom) -> Any:
-            if isinstance(operand, Literal):
-                return ("literal", operand.dtype.str)
-            return operand.index
-
-        def aval(var: Var) -> tuple[Any, ...]:
-            return (var.index, var.shape, var.dtype.str, var.batched)
-
-        return (
-            tuple(aval(v) for v in self.inputs),
-            tuple(aval(v) for v in self.consts),
-            tuple(
-                (eq.primitive.name, tuple(ref(o) for o in eq.inputs), _param_key(eq.params), aval(eq.out))
-                for eq in self.equations
-            ),
-            tuple(ref(v) for v in self.outputs),
-        )
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """The structure as a tuple (primitives, wiring, static parameters, per-sample shapes
+        and dtypes; not constant values, literal values or the batch size): equal tuples are
+        equal structures. In-process caches (assembly plans, lowerings, kernels found before)
+        are keyed by it, a dictionary look-up hashing it in C; :attr:`hash` digests it."""
+        if self._key is None:
+            self._key = _structural_key(
+                tuple(v.aval for v in self.inputs),
+                tuple(v.aval for v in self.consts),
+                tuple(
+                    (eq.primitive.name, tuple(map(_ref, eq.inputs)), _param_key(eq.params) if eq.params else (), eq.out.aval)
+                    for eq in self.equations
+                ),
+                tuple(v.index for v in self.outputs),
+            )  # fmt: skip
+        return self._key
 
     @property
     def hash(self) -> str:
-        """A structural digest (hex): primitives, wiring, static parameters, per-sample shapes
-        and dtypes; not constant values, literal values or the batch size. Stable across
-        processes (it keys the on-disk kernel cache)."""
+        """A structural digest (hex) of :attr:`key`: primitives, wiring, static parameters,
+        per-sample shapes and dtypes; not constant values, literal values or the batch size.
+        Stable across processes (it keys the on-disk kernel cache)."""
         if self._digest is None:
-            self._digest = hashlib.sha256(repr(self._structural_key()).encode()).hexdigest()[:32]
+            self._digest = hashlib.sha256(repr(self.key).encode()).hexdigest()[:32]
         return self._digest
 
     def __hash__(self) -> int:
-        if self._hash is None:
-            self._hash = hash(self.hash)
-        return self._hash
+        return hash(self.key)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Program) and self.hash == other.hash
+        return isinstance(other, Program) and self.key == other.key
 
     # -- listing --------------------------------------------------------------------------
     def _names(self) -> dict[Var, str]:

@@ -126,9 +126,14 @@ class Trace:
 
     def record(self, primitive: Primitive, inputs: Sequence[Atom], params: dict[str, Any]) -> Tracer:
         shape, dtype = primitive.abstract(inputs, **params)
-        batched = any(o.batched for o in inputs if isinstance(o, Var))
-        out = self._var(shape, dtype, batched)
-        self.equations.append(Equation(primitive, tuple(inputs), tuple(sorted(params.items())), out))
+        batched = False
+        for o in inputs:
+            if type(o) is Var and o.batched:
+                batched = True
+                break
+        out = Var(self._count, shape, dtype, batched)
+        self._count += 1
+        self.equations.append(Equation(primitive, tuple(inputs), tuple(sorted(params.items())) if params else (), out))
         return Tracer(out, self)
 
     def program(self, outputs: Iterable[Any], input_names: Sequence[str | None] | None = None) -> Program:
@@ -297,6 +302,12 @@ def is_traced(value: object) -> bool:
     return isinstance(value, Tracer)
 
 
+_LEAKED = (
+    "a traced array from an earlier call was used (it leaked out of f, e.g. into a global or a "
+    "closure); traced arrays only live while f is being traced: pass the value as an argument"
+)
+
+
 def bind(primitive: Primitive, operands: Sequence[Any], params: dict[str, Any] | None = None) -> Any:
     """Apply ``primitive`` to ``operands`` with static ``params``.
 
@@ -311,16 +322,17 @@ def bind(primitive: Primitive, operands: Sequence[Any], params: dict[str, Any] |
     if trace is None:
         return _eager(primitive, operands, params)
     stack = _stack.get()
-    for o in operands:
-        if isinstance(o, Tracer) and o.recording not in stack:
-            raise TraceError(
-                "a traced array from an earlier call was used (it leaked out of f, e.g. into a global or a "
-                "closure); traced arrays only live while f is being traced: pass the value as an argument"
-            )
     inputs: list[Atom] = []
+    if trace not in stack:
+        raise TraceError(_LEAKED)
     for o in operands:
         if isinstance(o, Tracer):
-            inputs.append(o.node if o.recording is trace else trace.const_var(o, o.node.batched))
+            if o.recording is trace:
+                inputs.append(o.node)
+                continue
+            if o.recording not in stack:
+                raise TraceError(_LEAKED)
+            inputs.append(trace.const_var(o, o.node.batched))
         elif isinstance(o, Batched):
             inputs.append(trace.const_var(o.array, True))
         elif isinstance(o, np.generic):  # NumPy scalars are typed (NEP 50): a 0-d constant

@@ -35,6 +35,8 @@ from batchjac.structured.algebra import Kind, Profile, Structure
 
 def batch_size(batch: Any, name: str = "batch") -> int:
     """``batch`` as a non-negative int; a ValueError naming ``name`` otherwise."""
+    if type(batch) is int and batch >= 0:
+        return batch  # the common case
     if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or batch < 0:
         raise ValueError(f"{name}: expected a non-negative integer, got {batch!r}")
     return int(batch)

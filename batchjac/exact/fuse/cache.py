@@ -36,7 +36,7 @@ from batchjac.exact.ir import Program, Var
 GENERATOR_VERSION = 5
 
 _KERNELS: dict = {}  # (key, path) -> Kernel
-_RECENT: dict = {}  # (program hash, wrt, mode, target, $BATCHJAC_CACHE_DIR) -> Kernel
+_RECENT: dict = {}  # (program key, wrt, mode, target, $BATCHJAC_CACHE_DIR) -> Kernel
 _LOCK = threading.Lock()
 
 
@@ -86,7 +86,7 @@ def get_kernel(program: Program, wrt: Sequence[Var], lowered: Any, target: str) 
     from memory, else from the disk cache, else generated and written there."""
     # a hit costs a dictionary look-up (no digest, no path): the key holds the cache folder
     # setting, so that another folder is another kernel
-    fast_key = (program.hash, tuple(v.index for v in wrt), lowered.mode, target, os.environ.get(CACHE_ENV))
+    fast_key = (program.key, tuple(v.index for v in wrt), lowered.mode, target, os.environ.get(CACHE_ENV))
     found = _RECENT.get(fast_key)
     if found is not None:
         return found

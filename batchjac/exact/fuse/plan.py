@@ -173,7 +173,7 @@ def _rough_partials(eq: Equation, active: set[Var]) -> int:
 
 def lowered(program: Program, wrt: Sequence[Var]) -> Lowered:
     """The lowering of ``program`` w.r.t. ``wrt``, cached by structure."""
-    key = (program.hash, tuple(v.index for v in wrt))
+    key = (program.key, tuple(v.index for v in wrt))
     found = _LOWERED.get(key)
     if found is not None:
         _LOWERED.move_to_end(key)

@@ -14,7 +14,7 @@ a diagonal edge after diagonal edges is multiplied out at once, so that a deep e
 chain holds one diagonal.
 
 Plans: the order of eliminations depends only on the program's structure, so it is found
-once per structure (:attr:`Program.hash` and the differentiated inputs) and replayed on
+once per structure (:attr:`Program.key` and the differentiated inputs) and replayed on
 later calls, whatever the batch size; :data:`PLAN_CACHE` holds the plans and
 :data:`PLANNING_COUNT` counts how often one was made.
 """
@@ -39,7 +39,7 @@ from batchjac.structured.types import Diagonal, Identity, Jacobian, Shared
 # edges[child][parent]: the local Jacobian d child / d parent (a graph of structured Jacobians)
 Edges = dict[Var, dict[Var, Jacobian]]
 
-PLAN_CACHE: dict[tuple[str, int, tuple[int, ...]], AssemblyPlan] = {}
+PLAN_CACHE: dict[tuple[Any, int, tuple[int, ...]], AssemblyPlan] = {}
 PLAN_CACHE_SIZE = 512
 PLANNING_COUNT = [0]
 
@@ -85,26 +85,78 @@ def _xp_of(values: Sequence[Any]) -> Any:
     return namespace(*arrays) if arrays else np
 
 
+class _Step:
+    """One equation as :func:`forward` runs it: operand slots (-1: a literal), whether it
+    computes local Jacobians (and w.r.t. which operands), the slots freed after it."""
+
+    __slots__ = ("refs", "literal", "batched", "wanted", "frees")
+
+    def __init__(self, refs: tuple[int, ...], batched: tuple[bool, ...], wanted: tuple[int, ...], frees: tuple[int, ...]):
+        self.refs, self.batched, self.wanted, self.frees = refs, batched, wanted, frees
+        self.literal = -1 in refs
+
+
+@dataclass
+class _Schedule:
+    """What :func:`forward` needs of a program's structure, found once per structure
+    (:attr:`Program.key` and ``wrt``): the steps and the number of variable slots."""
+
+    steps: list[_Step]
+    slots: int
+
+
+_SCHEDULES: dict[tuple[Any, tuple[int, ...]], _Schedule] = {}
+_SCHEDULES_SIZE = 512
+
+
+def _schedule(program: Program, wrt: Sequence[Var]) -> _Schedule:
+    key = (program.key, tuple(v.index for v in wrt))
+    found = _SCHEDULES.get(key)
+    if found is not None:
+        return found
+    active = program.active(wrt)
+    last = program.last_uses()
+    steps = []
+    for k, eq in enumerate(program.equations):
+        refs = tuple(o.index if isinstance(o, Var) else -1 for o in eq.inputs)
+        batched = tuple(isinstance(o, Var) and o.batched for o in eq.inputs)
+        wanted = tuple(i for i, o in enumerate(eq.inputs) if isinstance(o, Var) and o in active)
+        frees = tuple(sorted({o.index for o in eq.inputs if isinstance(o, Var) and last.get(o) == k}))
+        steps.append(_Step(refs, batched, wanted if eq.out in active else (), frees))
+    variables = [*program.inputs, *program.consts, *(eq.out for eq in program.equations)]
+    found = _Schedule(steps, 1 + max((v.index for v in variables), default=-1))
+    if len(_SCHEDULES) >= _SCHEDULES_SIZE:
+        _SCHEDULES.pop(next(iter(_SCHEDULES)))
+    _SCHEDULES[key] = found
+    return found
+
+
+_NO_PARAMS: dict[str, Any] = {}
+
+
 def forward(
     program: Program, inputs: Sequence[Any], consts: Sequence[Any], wrt: Sequence[Var], batch: int
 ) -> tuple[list[Any], Edges]:
     """Values and local Jacobians: ``(output value, edges)`` with ``edges[child][parent] = J``."""
-    active = program.active(wrt)
-    env = dict(zip(program.inputs, inputs))
-    env.update(zip(program.consts, consts))
-    last = program.last_uses()
+    schedule = _schedule(program, wrt)
+    env: list[Any] = [None] * schedule.slots
+    for v, a in zip(program.inputs, inputs):
+        env[v.index] = a
+    for v, a in zip(program.consts, consts):
+        env[v.index] = a
     edges: Edges = {}
     arrays = [a for a in (*inputs, *consts) if hasattr(a, "shape")]
     xp = _xp_of(arrays)  # one device for the whole call (checked where the call began)
     ops = select_backend(*arrays)
-    for k, eq in enumerate(program.equations):
-        values = [o.value if isinstance(o, Literal) else env[o] for o in eq.inputs]
-        batched = tuple(isinstance(o, Var) and o.batched for o in eq.inputs)
-        params = dict(eq.params)
-        wanted = [i for i, o in enumerate(eq.inputs) if isinstance(o, Var) and o in active]
-        if eq.out in active and wanted:
-            ctx = JacobianContext(xp, values, batched, eq.inputs, eq.out, batch, eq.out.dtype, ops)
-            value, local = eq.primitive.local_jacobians(ctx, wanted, **params)
+    for step, eq in zip(schedule.steps, program.equations):
+        if step.literal:
+            values = [env[r] if r >= 0 else o.value for r, o in zip(step.refs, eq.inputs)]  # type: ignore[union-attr]
+        else:
+            values = [env[r] for r in step.refs]
+        params = dict(eq.params) if eq.params else _NO_PARAMS
+        if step.wanted:
+            ctx = JacobianContext(xp, values, step.batched, eq.inputs, eq.out, batch, eq.out.dtype, ops)
+            value, local = eq.primitive.local_jacobians(ctx, step.wanted, **params)
             parents: dict[Var, Jacobian] = {}
             for i, J in local.items():
                 operand = cast(Var, eq.inputs[i])  # wanted: the Var operands only
@@ -113,12 +165,11 @@ def forward(
             if parents:
                 edges[eq.out] = parents
         else:
-            value = eq.primitive.impl(xp, values, batched, **params)
-        env[eq.out] = value
-        for o in eq.inputs:
-            if isinstance(o, Var) and last.get(o) == k:
-                env.pop(o, None)
-    return [env[v] for v in program.outputs], edges
+            value = eq.primitive.impl(xp, values, step.batched, **params)
+        env[eq.out.index] = value
+        for r in step.frees:
+            env[r] = None
+    return [env[v.index] for v in program.outputs], edges
 
 
 def _compose_diagonal(node: Var, J: Jacobian, edges: Edges) -> list[tuple[Var, Jacobian]]:
@@ -127,8 +178,16 @@ def _compose_diagonal(node: Var, J: Jacobian, edges: Edges) -> list[tuple[Var, J
     diagonals costs the same whenever it is done, and doing it now frees the intermediate."""
     parents = edges.get(node)
     if isinstance(J, Diagonal) and parents and all(isinstance(D, Diagonal) for D in parents.values()):
+        if len(parents) == 1:
+            ((parent, D),) = parents.items()
+            return [(parent, J if _is_unit_for(D, J) else J @ D)]
         return [(parent, J @ D) for parent, D in parents.items()]
     return [(node, J)]
+
+
+def _is_unit_for(D: Jacobian, J: Jacobian) -> bool:
+    """True when ``J @ D`` is ``J`` itself: ``D`` the plain identity in ``J``'s dtype."""
+    return type(D) is Identity and D.is_unit and (D.is_weak or D.dtype == J.dtype)
 
 
 def _multiply_tree(tree: Any, factors: Sequence[Jacobian]) -> Jacobian:
@@ -145,7 +204,7 @@ def assemble(
     """The Jacobian of ``output`` w.r.t. each of ``wrt`` from the local Jacobians ``edges``,
     by a cached plan when this structure was assembled before. Returns ``(jacobians, plan)``."""
     edges = _reachable(edges, output)  # dead ends (a value composed away, an unused result) drop out
-    key = (program.hash, output.index, tuple(v.index for v in wrt))
+    key = (program.key, output.index, tuple(v.index for v in wrt))
     cached = PLAN_CACHE.get(key)
     by_index = _vertices_by_index(edges)
     plan = AssemblyPlan()

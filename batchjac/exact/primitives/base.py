@@ -80,7 +80,18 @@ class Primitive:
         return f"<primitive {self.name}>"
 
     def __reduce__(self) -> tuple[Any, tuple[str]]:  # singletons: pickle by name (Dask ships programs)
-        return (REGISTRY.__getitem__, (self.name,))
+        return (primitive_named, (self.name,))
+
+
+def primitive_named(name: str) -> Primitive:
+    """The primitive declared as ``name`` (how a pickled primitive comes back: by name, the
+    registry's own object; a rule registered by ``bj.register_elementwise`` after import is
+    declared on first use)."""
+    if name not in REGISTRY:
+        from batchjac.exact.primitives.elementwise import ensure_rule  # the family above: lazily
+
+        return ensure_rule(name)
+    return REGISTRY[name]
 
 
 class JacobianContext:
@@ -112,6 +123,8 @@ class JacobianContext:
 
     @property
     def device(self) -> str:
+        if self.xp is np:
+            return "cpu"
         arrays = [v for v in self.values if hasattr(v, "shape")]
         return device_of(arrays[0]) if arrays else "cpu"
 

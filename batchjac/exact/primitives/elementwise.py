@@ -69,9 +69,13 @@ class ElementwisePrimitive(Primitive):
     def local_jacobians(
         self, ctx: JacobianContext, wrt: Iterable[int], **params: Any
     ) -> tuple[Any, dict[int, Jacobian]]:
-        xp, found = ctx.xp, self.rule
-        rank = len(ctx.out.shape)
-        lifted = _lifted(xp, ctx.values, ctx.batched, rank)
+        xp, found, out = ctx.xp, self.rule, ctx.out
+        rank = len(out.shape)
+        # an operand that already has the result's (B, *shape) needs no lifting (the hot path)
+        lifted = [
+            v if b and o.shape == out.shape else lift(xp, v, b, rank)
+            for v, b, o in zip(ctx.values, ctx.batched, ctx.inputs)
+        ]
         scales = {i: _constant_partial(self.name, ctx.values, ctx.inputs, i, params) for i in wrt}
         if all(s is not None for s in scales.values()):
             value, partials = found.value(xp, *lifted, **params), []  # no derivative arrays
@@ -118,6 +122,8 @@ def _value_and_partials(
     on the GPU) when the operands are arrays of one shape, by the namespace's rule otherwise."""
     arrays = [a for a in lifted if not isinstance(a, numbers.Number)]
     if len(arrays) == len(lifted) and all(a.shape == arrays[0].shape for a in arrays):
+        if xp is np and getattr(ops, "name", None) == "numpy" and found.functions is None:
+            return found.value_and_derivatives(np, *arrays, **params)  # what the NumPy backend runs
         return (ops or select_backend(*arrays)).elementwise(found.name, *arrays, **params)
     with quiet(xp):
         return found.value_and_derivatives(xp, *lifted, **params)
@@ -178,9 +184,9 @@ def _partial_jacobian(ctx: JacobianContext, i: int, partial: Any) -> Jacobian:
     """``Diagonal`` of the partial for an operand of the result's shape; the partial's rows
     on the broadcast map otherwise."""
     xp, operand, out = ctx.xp, ctx.inputs[i], ctx.out
-    partial = xp.broadcast_to(partial, (partial.shape[0], *out.shape)) if partial.ndim else partial
-    if partial.shape[0] != ctx.batch:
-        partial = xp.broadcast_to(partial, (ctx.batch, *out.shape))
+    full = (ctx.batch, *out.shape)
+    if partial.shape != full:  # a lifted (1 or B, ...) partial, or one number
+        partial = xp.broadcast_to(partial, full)
     flat = partial.reshape(ctx.batch, out.size)
     if operand.shape == out.shape:
         return Diagonal(flat)

@@ -33,6 +33,7 @@ from batchjac.structured.types import Dense, Jacobian
 
 
 @functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=4096)  # called per equation per call: shapes repeat
 def _matrix_shapes(
     sa: tuple[int, ...], sb: tuple[int, ...]
 ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
