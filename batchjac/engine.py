@@ -10,7 +10,6 @@ structured or dense, pytrees of parameters, auxiliary outputs. The public functi
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from batchjac.backends.dispatch import select_backend, use_backend
+from batchjac.backends.dispatch import call_backend, select_backend
 from batchjac.core.arrays import as_float_array, device_of, framework_of, namespace
 from batchjac.core.errors import NotComplexSafeError, NotFusableError, NumericalFallbackWarning, TraceError
 from batchjac.core.validation import (
@@ -161,8 +160,7 @@ def value_and_jacobian(
     if is_nested(args, options):
         return _nested(f, args, kwargs, options)
     select_backend(*leaves, backend=options.backend, names=[f"leaf {i}" for i in range(len(leaves))])
-    context = use_backend(options.backend) if options.backend is not None else contextlib.nullcontext()
-    with context:
+    with call_backend(options.backend):
         return _value_and_jacobian(f, args, kwargs, options)
 
 
@@ -320,7 +318,20 @@ def exact_memory_per_sample(program: Program, inputs: Sequence[Any]) -> int:
     """Bytes one sample needs on the exact path (an estimate, counted from the program):
     every value, a local Jacobian per differentiated edge (an entry per output entry for
     structured rules, output times input for dense ones: products of traced operands,
-    softmax, linear algebra), and three copies of the result (assembly, densified, layout)."""
+    softmax, linear algebra), and three copies of the result (assembly, densified, layout).
+    Counted once per structure."""
+    found = _MEMORY_PER_SAMPLE.get(program.key)
+    if found is None:
+        found = _MEMORY_PER_SAMPLE[program.key] = _count_memory_per_sample(program)
+        if len(_MEMORY_PER_SAMPLE) > 512:
+            _MEMORY_PER_SAMPLE.pop(next(iter(_MEMORY_PER_SAMPLE)))
+    return found
+
+
+_MEMORY_PER_SAMPLE: dict[Any, int] = {}
+
+
+def _count_memory_per_sample(program: Program) -> int:
     from batchjac.exact.ir import Var
 
     active = program.active(program.inputs)
@@ -456,7 +467,9 @@ def _whole_batch(value: Any, var: Var, batch: int) -> Any:
 def _owned(value: Any, sources: Sequence[Any]) -> Any:
     """``value`` itself, or a copy when it shares memory with an input (``f = lambda x: x``)
     or is a read-only view: results never alias the caller's arrays."""
-    if getattr(value, "base", None) is None and not _shares(value, sources):  # f = lambda x: x returns x itself
+    # an array that owns its memory shares it with no source unless it is one (f = lambda x:
+    # x returns x itself): a source that is a view of it would have to exist before the call
+    if getattr(value, "base", None) is None and not any(value is s for s in sources):
         return value
     return value.copy()
 

@@ -289,13 +289,33 @@ def use_backend(name: str) -> Iterator[Backend]:
         _context.reset(token)
 
 
+@contextlib.contextmanager
+def call_backend(backend: str | None = None) -> Iterator[None]:
+    """Resolve the requested backend (keyword, context, environment) once for the length of a
+    call: inside, :func:`requested_backend` answers from the context, without reading the
+    environment at every product (a call makes hundreds). A named backend must be known and
+    available, as for :func:`use_backend`."""
+    name = requested_backend(backend)
+    if name is not None:
+        check_known(name)
+        check_available(name)
+    token = _context.set(name or _NONE_REQUESTED)
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+_NONE_REQUESTED = ""  # in the context: resolved, and no backend was asked for
+
+
 def requested_backend(backend: str | None = None) -> str | None:
     """The backend asked for by keyword, context or environment, in that order, or None."""
     if backend is not None:
         return backend
     name = _context.get()
     if name is not None:
-        return name
+        return name or None  # _NONE_REQUESTED: resolved by call_backend
     return os.environ.get(ENV_VAR) or None
 
 

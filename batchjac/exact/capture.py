@@ -15,7 +15,7 @@ differentiated shared argument gives per-sample gradients ``(B, *out, *param_sha
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,33 +37,35 @@ TreeDef = tuple[str, Any, tuple[Any, ...]]
 def flatten(tree: Any) -> tuple[list[Any], TreeDef]:
     """``(leaves, treedef)``: the arrays of a nested dict/list/tuple, in a fixed order."""
     leaves: list[Any] = []
+    return leaves, _walk(tree, leaves)
 
-    def walk(node: Any) -> TreeDef:
-        if isinstance(node, dict):
-            keys = sorted(node, key=repr)
-            return ("dict", tuple(keys), tuple(walk(node[k]) for k in keys))
-        if isinstance(node, (list, tuple)) and not hasattr(node, "_fields"):
-            return (type(node).__name__, None, tuple(walk(c) for c in node))
-        leaves.append(node)
-        return ("leaf", None, ())
 
-    return leaves, walk(tree)
+# The recursions are module functions, not closures: a recursive closure is a reference
+# cycle (the function, its cell), which would keep a whole trace alive until the garbage
+# collector runs.
+def _walk(node: Any, leaves: list[Any]) -> TreeDef:
+    if isinstance(node, dict):
+        keys = sorted(node, key=repr)
+        return ("dict", tuple(keys), tuple(_walk(node[k], leaves) for k in keys))
+    if isinstance(node, (list, tuple)) and not hasattr(node, "_fields"):
+        return (type(node).__name__, None, tuple(_walk(c, leaves) for c in node))
+    leaves.append(node)
+    return ("leaf", None, ())
 
 
 def unflatten(treedef: TreeDef, leaves: Iterable[Any]) -> Any:
     """The inverse of :func:`flatten`."""
-    it = iter(leaves)
+    return _build(treedef, iter(leaves))
 
-    def build(node: TreeDef) -> Any:
-        kind, keys, children = node
-        if kind == "leaf":
-            return next(it)
-        built = [build(c) for c in children]
-        if kind == "dict":
-            return dict(zip(keys, built))
-        return tuple(built) if kind == "tuple" else built
 
-    return build(treedef)
+def _build(node: TreeDef, it: Iterator[Any]) -> Any:
+    kind, keys, children = node
+    if kind == "leaf":
+        return next(it)
+    built = [_build(c, it) for c in children]
+    if kind == "dict":
+        return dict(zip(keys, built))
+    return tuple(built) if kind == "tuple" else built
 
 
 def is_leaf(treedef: TreeDef) -> bool:

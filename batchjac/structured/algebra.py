@@ -449,7 +449,12 @@ def result_dtype(*Js: Any) -> Any:
     """NumPy's promotion of the operands' dtypes; an identity without a dtype of its own does
     not take part (None when no operand has one)."""
     dtypes = [J.dtype for J in Js if not getattr(J, "is_weak", False)]
-    return np.result_type(*dtypes) if dtypes else None
+    if not dtypes:
+        return None
+    first = dtypes[0]
+    if first.isnative and all(d == first for d in dtypes):
+        return first  # one native dtype: nothing to promote (the common case)
+    return np.result_type(*dtypes)
 
 
 def _promoted(R: Any, dtype: Any) -> Any:

@@ -26,7 +26,7 @@ class Dense(Jacobian):
         a = as_float_array(a, "a")
         require_ndim(a, 3, "(B, m, n)", "Dense: a")
         self.a = a
-        self.batch, self.out_size, self.in_size = (int(s) for s in a.shape)
+        self.batch, self.out_size, self.in_size = map(int, a.shape)
 
     @classmethod
     def profile(cls, kind: Kind) -> Profile:

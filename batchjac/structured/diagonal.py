@@ -31,7 +31,7 @@ class Diagonal(Jacobian):
         d = as_float_array(d, "d")
         require_ndim(d, 2, "(B, n)", "Diagonal: d")
         self.d = d
-        self.batch, self.out_size = (int(s) for s in d.shape)
+        self.batch, self.out_size = map(int, d.shape)
         self.in_size = self.out_size
 
     @classmethod

@@ -47,7 +47,7 @@ class Shared(Jacobian):
         require_ndim(A, 2, "(m, n)", "Shared: A")
         self.A = A
         self.batch = batch_size(batch)
-        self.out_size, self.in_size = (int(s) for s in A.shape)
+        self.out_size, self.in_size = map(int, A.shape)
 
     @classmethod
     def profile(cls, kind: Kind) -> Profile:

@@ -31,7 +31,7 @@ import numpy as np
 
 from batchjac.backends.dispatch import select_backend
 from batchjac.core.arrays import namespace
-from batchjac.exact.ir import Literal, Program, Var
+from batchjac.exact.ir import Program, Var
 from batchjac.exact.primitives.base import JacobianContext
 from batchjac.structured.chain import chain_plan
 from batchjac.structured.types import Diagonal, Identity, Jacobian, Shared
@@ -86,13 +86,21 @@ def _xp_of(values: Sequence[Any]) -> Any:
 
 
 class _Step:
-    """One equation as :func:`forward` runs it: operand slots (-1: a literal), whether it
-    computes local Jacobians (and w.r.t. which operands), the slots freed after it."""
+    """One equation as :func:`forward` runs it: operand slots (-1: a literal), the operands
+    it computes local Jacobians for (``wanted``) and those whose local Jacobian is the
+    identity (``units``: their edges pass on, nothing is computed), the slots freed after it."""
 
-    __slots__ = ("refs", "literal", "batched", "wanted", "frees")
+    __slots__ = ("refs", "literal", "batched", "wanted", "units", "frees")
 
-    def __init__(self, refs: tuple[int, ...], batched: tuple[bool, ...], wanted: tuple[int, ...], frees: tuple[int, ...]):
-        self.refs, self.batched, self.wanted, self.frees = refs, batched, wanted, frees
+    def __init__(
+        self,
+        refs: tuple[int, ...],
+        batched: tuple[bool, ...],
+        wanted: tuple[int, ...],
+        units: tuple[int, ...],
+        frees: tuple[int, ...],
+    ):
+        self.refs, self.batched, self.wanted, self.units, self.frees = refs, batched, wanted, units, frees
         self.literal = -1 in refs
 
 
@@ -117,12 +125,21 @@ def _schedule(program: Program, wrt: Sequence[Var]) -> _Schedule:
     active = program.active(wrt)
     last = program.last_uses()
     steps = []
+    with_edges: set[Var] = set()  # variables that will have edges (computed from active ones)
     for k, eq in enumerate(program.equations):
         refs = tuple(o.index if isinstance(o, Var) else -1 for o in eq.inputs)
         batched = tuple(isinstance(o, Var) and o.batched for o in eq.inputs)
         wanted = tuple(i for i, o in enumerate(eq.inputs) if isinstance(o, Var) and o in active)
+        if eq.out not in active:
+            wanted = ()
+        params = eq.kwargs
+        units = tuple(
+            i for i in wanted if eq.inputs[i] in with_edges and eq.primitive.unit_partial(eq.inputs, eq.out, i, **params)
+        )
+        if wanted:
+            with_edges.add(eq.out)
         frees = tuple(sorted({o.index for o in eq.inputs if isinstance(o, Var) and last.get(o) == k}))
-        steps.append(_Step(refs, batched, wanted if eq.out in active else (), frees))
+        steps.append(_Step(refs, batched, tuple(i for i in wanted if i not in units), units, frees))
     variables = [*program.inputs, *program.consts, *(eq.out for eq in program.equations)]
     found = _Schedule(steps, 1 + max((v.index for v in variables), default=-1))
     if len(_SCHEDULES) >= _SCHEDULES_SIZE:
@@ -162,10 +179,14 @@ def forward(
                 operand = cast(Var, eq.inputs[i])  # wanted: the Var operands only
                 for node, K in _compose_diagonal(operand, J, edges):
                     parents[node] = parents[node] + K if node in parents else K
-            if parents:
-                edges[eq.out] = parents
         else:
             value = eq.primitive.impl(xp, values, step.batched, **params)
+            parents = {}
+        for i in step.units:  # d out / d operand = I: out depends on the operand's parents as it does
+            for node, K in edges[eq.inputs[i]].items():  # type: ignore[index]
+                parents[node] = parents[node] + K if node in parents else K
+        if parents:
+            edges[eq.out] = parents
         env[eq.out.index] = value
         for r in step.frees:
             env[r] = None

@@ -76,6 +76,13 @@ class Primitive:
     def vjp(self, cotangent: Any, i: int, inputs: Sequence[Any], out: Any, *args: Any, **params: Any) -> Any:
         raise NotImplementedError(f"{self.name}: no reverse-mode rule (second derivatives and nesting)")
 
+    def unit_partial(self, inputs: Sequence[Atom], out: Var, i: int, *args: Any, **params: Any) -> bool:
+        """True when the local Jacobian w.r.t. input ``i`` is the identity whatever the values
+        (``x + c`` w.r.t. ``x``): the structured interpreter then passes the operand's own
+        edges on instead of multiplying by it. A structural fact (the answer may not depend
+        on values: plans are cached by structure)."""
+        return False
+
     def __repr__(self) -> str:
         return f"<primitive {self.name}>"
 
@@ -169,6 +176,11 @@ def result_dtype(inputs: Iterable[Atom], floating: bool = True) -> np.dtype[Any]
     """NumPy's promotion of the operands (Python numbers weak); integers become float64
     when ``floating``."""
     inputs = tuple(inputs)
+    first = inputs[0] if inputs else None
+    if type(first) is Var and first.dtype.kind == "f":  # the common case: variables of one float dtype
+        dtype = first.dtype
+        if all(type(o) is Var and o.dtype == dtype for o in inputs):
+            return dtype
     dtype = _promote(
         tuple(o.dtype for o in inputs if isinstance(o, Var)),
         tuple(type(o.value) for o in inputs if isinstance(o, Literal)),

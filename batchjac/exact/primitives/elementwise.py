@@ -92,6 +92,11 @@ class ElementwisePrimitive(Primitive):
                 out[i] = _partial_jacobian(ctx, i, partials[i])
         return value, out
 
+    def unit_partial(self, inputs: Sequence[Atom], out: Var, i: int, **params: Any) -> bool:
+        operand = inputs[i]
+        unit = self.name in ("add", "identity") or (self.name == "sub" and i == 0)
+        return unit and operand.shape == out.shape and operand.dtype == out.dtype
+
     def vjp(self, cotangent: Any, i: int, inputs: Sequence[Any], out: Any, **params: Any) -> Any:
         found = self.rule
         if found.functions is not None or found.scalar is None:
