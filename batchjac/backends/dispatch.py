@@ -319,14 +319,19 @@ def requested_backend(backend: str | None = None) -> str | None:
     return os.environ.get(ENV_VAR) or None
 
 
-def select_backend(*arrays: Any, backend: str | None = None, names: Sequence[str] | None = None) -> Backend:
+def select_backend(
+    *arrays: Any, backend: str | None = None, names: Sequence[str] | Callable[[], Sequence[str]] | None = None
+) -> Backend:
     """The backend serving a call on ``arrays``, by the rules in this module's docstring.
 
-    ``names`` labels the arrays in error messages (``"x"``, ``"factor 2"``).
+    ``names`` labels the arrays in error messages (``"x"``, ``"factor 2"``), or is a function
+    returning the labels (built only off the common path).
     """
     name = requested_backend(backend)
     if name is None and all(type(a) is np.ndarray for a in arrays):
         return _backends.get("numpy") or get_backend("numpy")  # the common case, without the checks
+    if callable(names):
+        names = names()
     device = common_device(*arrays, names=names)
     if name is None:
         if device == CPU:

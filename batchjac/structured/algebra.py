@@ -441,7 +441,7 @@ def backend_of(J: Any, K: Any) -> Any:
     """The backend serving a product or sum of ``J`` and ``K`` (checks they share a device)."""
     left, right = J._arrays(), K._arrays()
     return select_backend(
-        *left, *right, names=("the left operand",) * len(left) + ("the right operand",) * len(right)
+        *left, *right, names=lambda: ("the left operand",) * len(left) + ("the right operand",) * len(right)
     )
 
 

@@ -62,7 +62,12 @@ class ElementwisePrimitive(Primitive):
         return shape, result_dtype(inputs)
 
     def impl(self, xp: Any, values: Sequence[Any], batched: Sequence[bool], **params: Any) -> Any:
-        rank = max((np.ndim(v) - b for v, b in zip(values, batched)), default=0)
+        ranks = [getattr(v, "ndim", 0) - b for v, b in zip(values, batched)]
+        rank = max(ranks, default=0)
+        if any(batched) and all(r == rank for r, b in zip(ranks, batched) if b):
+            # the batched operands have the full rank and the shared ones broadcast from the
+            # right as they are: NumPy's broadcasting is the per-sample one without lifting
+            return self.rule.value(xp, *values, **params)
         value = self.rule.value(xp, *_lifted(xp, values, batched, rank), **params)
         return unlift(value, any(batched))
 

@@ -105,7 +105,7 @@ class MatMul(Primitive):
             a2 = _as_matrix(ctx, 0, sa2)
             b2 = _as_matrix(ctx, 1, sb2)
             if i == 0:  # dY/dA = I_p ⊗ B^T
-                return jacobians.kronecker(sa2[0], xp.swapaxes(b2, -1, -2), batch, dtype, xp)
+                return jacobians.kronecker(sa2[0], b2.swapaxes(-1, -2), batch, dtype, xp)
             return jacobians.kronecker(a2, sb2[1], batch, dtype, xp)  # dY/dB = A ⊗ I_r
         return _dense_by_basis(
             ctx, i, lambda operands: self.impl(xp, operands, _flags(ctx, operands, i), **params)
