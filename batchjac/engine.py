@@ -239,8 +239,15 @@ def _fused_path(
     if options.fuse is False or (options.fuse == "auto" and (batch == 0 or options.chunk_size is not None)):
         return None  # an explicit chunk_size asks for the chunked chain (a fused kernel needs no chunks)
     device = device_of(inputs[0]) if inputs else "cpu"
-    # estimated at a nominal batch: the choice depends on the program alone (see FUSE_MIN_SAVING)
-    decision = plan_fusion(program, program.inputs, DECISION_BATCH, program.outputs[0].dtype, device)
+    # estimated at a nominal batch: the choice depends on the program alone (see FUSE_MIN_SAVING),
+    # so it is made once per structure and device
+    key = (program.key, device)
+    decision = _DECISIONS.get(key)
+    if decision is None:
+        decision = plan_fusion(program, program.inputs, DECISION_BATCH, program.outputs[0].dtype, device)
+        if len(_DECISIONS) >= 512:
+            _DECISIONS.pop(next(iter(_DECISIONS)))
+        _DECISIONS[key] = decision
     if options.fuse is True:
         if not decision.fusable:
             raise NotFusableError(f"fuse=True: {decision.explain()}")
@@ -260,6 +267,8 @@ def _fused_path(
         J.plan = plan
     return _whole_batch(value, output, batch), jacobians  # a fresh buffer: never the caller's
 
+
+_DECISIONS: dict[Any, FusionDecision] = {}  # (program key, device) -> plan_fusion at DECISION_BATCH
 
 # fuse="auto" compiles a kernel for programs where fusing saves at least this many operations
 # per sample over the chain (the planner's estimates): worth its compile time for any batch
@@ -341,11 +350,22 @@ def _count_memory_per_sample(program: Program) -> int:
     for eq in program.equations:
         entries += eq.out.size
         if eq.out in active:
-            for o in eq.inputs:
+            for i, o in enumerate(eq.inputs):
                 if isinstance(o, Var) and o in active:
-                    entries += eq.out.size * (o.size if eq.primitive.name in dense_rules else 1)
+                    entries += eq.out.size * (o.size if _dense_local(eq, i, dense_rules) else 1)
     result = program.outputs[0].size * sum(v.size for v in program.inputs)
     return itemsize * (entries + 3 * result)
+
+
+def _dense_local(eq: Any, i: int, dense_rules: set[str]) -> bool:
+    """Whether the local Jacobian of ``eq`` w.r.t. operand ``i`` is a dense per-sample block:
+    a product with a matrix shared by the batch (a weight) is ``Shared`` or a Kronecker
+    product, stored once for the batch."""
+    if eq.primitive.name not in dense_rules:
+        return False
+    if eq.primitive.name in ("matmul", "einsum"):
+        return any(getattr(o, "batched", False) for k, o in enumerate(eq.inputs) if k != i)
+    return True
 
 
 def _working_bytes_per_sample(program: Program, per_sample: int) -> int:
