@@ -96,6 +96,21 @@ def pooled_empty(shape: Any, dtype: Any) -> np.ndarray:
         return buffer.view(dtype).reshape(shape)
 
 
+def release_buffers() -> int:
+    """Drop the pool's buffers that no array uses any more (their memory goes back to the
+    allocator); returns how many bytes were released. Buffers still in use stay.
+
+    >>> release_buffers() >= 0
+    True
+    """
+    with _POOL_LOCK:
+        free = [i for i in range(len(_POOL)) if _free(i)]
+        released = sum(_POOL[i].nbytes for i in free)
+        for i in reversed(free):
+            del _POOL[i]
+    return released
+
+
 def _free(i: int) -> bool:
     """True when only the pool refers to buffer ``i`` (every array made from a buffer holds
     a reference to it as its base): the list and getrefcount's own argument."""

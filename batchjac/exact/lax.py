@@ -28,6 +28,8 @@ def aval(v: Any) -> tuple[tuple[int, ...], np.dtype[Any], bool]:
     """``(per-sample shape, dtype, batched)`` of an operand."""
     if isinstance(v, Tracer):
         return v.node.shape, v.node.dtype, v.node.batched
+    if type(v) is np.ndarray:  # a shared constant
+        return tuple(v.shape), v.dtype, False
     if isinstance(v, Var):
         return v.shape, v.dtype, v.batched
     if isinstance(v, Batched):

@@ -333,6 +333,8 @@ def bind(primitive: Primitive, operands: Sequence[Any], params: dict[str, Any] |
             if o.recording not in stack:
                 raise TraceError(_LEAKED)
             inputs.append(trace.const_var(o, o.node.batched))
+        elif type(o) is np.ndarray:  # a constant shared by the batch (the common case, first)
+            inputs.append(trace.const_var(o, False))
         elif isinstance(o, Batched):
             inputs.append(trace.const_var(o.array, True))
         elif isinstance(o, np.generic):  # NumPy scalars are typed (NEP 50): a 0-d constant

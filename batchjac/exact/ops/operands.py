@@ -49,6 +49,8 @@ class Call:
 
 
 def is_number(a: Any) -> bool:
+    if type(a) is np.ndarray or isinstance(a, Tracer):
+        return False  # the common cases, before the (slower) abstract-class check
     return isinstance(a, (numbers.Number, np.bool_)) and not isinstance(a, np.ndarray)
 
 
