@@ -135,9 +135,10 @@ def _array_functions(found: ElementwiseRule, xp: Any) -> tuple[Callable[..., Any
     """``(value(*args, **params), derivatives(*args, y, **params))`` for namespace ``xp``,
     compiled once per rule and namespace from the scalar form."""
     key = (found.name, found.scalar, xp.__name__)
-    if key not in _COMPILED:
-        _COMPILED[key] = _compile_array_functions(found, xp)
-    return _COMPILED[key]
+    compiled = _COMPILED.get(key)
+    if compiled is None:
+        compiled = _COMPILED[key] = _compile_array_functions(found, xp)
+    return compiled
 
 
 def _compile_array_functions(

@@ -81,7 +81,10 @@ class ElementwisePrimitive(Primitive):
             v if b and o.shape == out.shape else lift(xp, v, b, rank)
             for v, b, o in zip(ctx.values, ctx.batched, ctx.inputs)
         ]
-        scales = {i: _constant_partial(self.name, ctx.values, ctx.inputs, i, params) for i in wrt}
+        if self.name in _MAYBE_CONSTANT:
+            scales = {i: _constant_partial(self.name, ctx.values, ctx.inputs, i, params) for i in wrt}
+        else:
+            scales = dict.fromkeys(wrt)  # no constant partials (tanh, exp, ...): all None
         if all(s is not None for s in scales.values()):
             value, partials = found.value(xp, *lifted, **params), []  # no derivative arrays
         else:
@@ -137,6 +140,9 @@ def _value_and_partials(
         return (ops or select_backend(*arrays)).elementwise(found.name, *arrays, **params)
     with quiet(xp):
         return found.value_and_derivatives(xp, *lifted, **params)
+
+
+_MAYBE_CONSTANT = frozenset(("add", "identity", "sub", "negative", "mul", "div"))  # see _constant_partial
 
 
 def _constant_partial(
