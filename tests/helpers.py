@@ -72,3 +72,25 @@ DIFFERENCES = {
     "central": ((5e-3, 6e-6), (1e-3, 1e-8)),
     "forward": ((4e-4, 1.5e-8), (1e-2, 1e-6)),
 }
+
+
+def mlp_layers(rng, widths, dtype=np.float64):
+    """Random ``[(W, b), ...]`` for an MLP of ``widths`` (W scaled by 1/sqrt(fan-in))."""
+    return [
+        ((rng.standard_normal((m, n)) / np.sqrt(n)).astype(dtype), rng.standard_normal(m).astype(dtype))
+        for n, m in zip(widths[:-1], widths[1:])
+    ]
+
+
+def numpy_mlp(layers):
+    """``f(x)``: the tanh MLP of ``layers`` written in plain NumPy (traced by batchjac,
+    complex-safe for the complex-step reference)."""
+
+    def f(x):
+        for i, (W, b) in enumerate(layers):
+            x = x @ W.T + b
+            if i < len(layers) - 1:
+                x = np.tanh(x)
+        return x
+
+    return f

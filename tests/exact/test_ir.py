@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import assert_close
+from helpers import assert_close, mlp_layers
 
 import batchjac as bj
 from batchjac.exact.interpret import jacobian as interpret
@@ -19,13 +19,6 @@ def _mlp(weights):
         return x
 
     return f
-
-
-def _weights(rng, widths, dtype=np.float64):
-    return [
-        ((rng.standard_normal((m, n)) / np.sqrt(n)).astype(dtype), rng.standard_normal(m).astype(dtype))
-        for n, m in zip(widths[:-1], widths[1:])
-    ]
 
 
 def test_the_readme_mlp_prints_as_a_listing_with_shapes(rng):
@@ -51,12 +44,12 @@ def test_constants_are_inputs_of_the_program_not_baked_in(rng):
 
 
 def test_the_hash_ignores_weights_and_batch_size_but_not_the_graph(rng):
-    f1 = _mlp(_weights(rng, (6, 8, 3)))
-    f2 = _mlp(_weights(rng, (6, 8, 3)))
+    f1 = _mlp(mlp_layers(rng, (6, 8, 3)))
+    f2 = _mlp(mlp_layers(rng, (6, 8, 3)))
     p1 = bj.trace(f1, rng.standard_normal((4, 6)))
     p2 = bj.trace(f2, rng.standard_normal((17, 6)))
     assert p1.hash == p2.hash and p1 == p2
-    p3 = bj.trace(_mlp(_weights(rng, (6, 9, 3))), rng.standard_normal((4, 6)))  # another width
+    p3 = bj.trace(_mlp(mlp_layers(rng, (6, 9, 3))), rng.standard_normal((4, 6)))  # another width
     p4 = bj.trace(lambda x: bj.sigmoid(f1(x)), rng.standard_normal((4, 6)))  # another graph
     p5 = bj.trace(f1, rng.standard_normal((4, 6)).astype(np.float32))  # another dtype
     assert len({p1.hash, p3.hash, p4.hash, p5.hash}) == 4
@@ -70,7 +63,7 @@ def test_literal_values_do_not_change_the_hash_but_static_parameters_do(rng):
 
 
 def test_the_planner_runs_once_for_repeated_calls_at_any_batch_size(rng):
-    f = _mlp(_weights(rng, (5, 7, 7, 2)))
+    f = _mlp(mlp_layers(rng, (5, 7, 7, 2)))
     interpret.PLAN_CACHE.clear()
     before = interpret.PLANNING_COUNT[0]
     results = [bj.jacobian(f, rng.standard_normal((b, 5)), method="exact", fuse=False) for b in (3, 3, 8, 1, 20)]
@@ -81,7 +74,7 @@ def test_the_planner_runs_once_for_repeated_calls_at_any_batch_size(rng):
 
 
 def test_the_cached_plan_is_the_plan_of_a_fresh_assembly(rng):
-    f = _mlp(_weights(rng, (9, 16, 16, 3)))
+    f = _mlp(mlp_layers(rng, (9, 16, 16, 3)))
     x = rng.standard_normal((6, 9))
     interpret.PLAN_CACHE.clear()
     first = bj.jacobian(f, x, method="exact", structured=True, fuse=False)
@@ -93,7 +86,7 @@ def test_the_cached_plan_is_the_plan_of_a_fresh_assembly(rng):
 def test_values_only_interpreter_gives_the_function_value(rng):
     from batchjac.exact.interpret.evaluate import evaluate, plain
 
-    f = _mlp(_weights(rng, (4, 6, 2)))
+    f = _mlp(mlp_layers(rng, (4, 6, 2)))
     x = rng.standard_normal((5, 4))
     program = bj.trace(f, x)
     (value,), _ = evaluate(program, [x])

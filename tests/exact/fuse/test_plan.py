@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import numpy_mlp
 
 import batchjac as bj
 from batchjac.exact.capture import capture
@@ -15,15 +16,8 @@ def _mlp(widths, batch, dtype, seed=0):
     layers = [(rng.standard_normal((m, n)).astype(dtype), rng.standard_normal(m).astype(dtype))
               for n, m in zip(widths[:-1], widths[1:])]  # fmt: skip
 
-    def f(x):
-        for i, (W, b) in enumerate(layers):
-            x = x @ W.T + b
-            if i < len(layers) - 1:
-                x = np.tanh(x)
-        return x
-
     x = rng.standard_normal((batch, widths[0])).astype(dtype)
-    return f, x, layers
+    return numpy_mlp(layers), x, layers
 
 
 def test_the_cpu_mlp_stays_on_the_chain():
