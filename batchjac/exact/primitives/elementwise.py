@@ -74,11 +74,11 @@ class ElementwisePrimitive(Primitive):
     def local_jacobians(
         self, ctx: JacobianContext, wrt: Iterable[int], **params: Any
     ) -> tuple[Any, dict[int, Jacobian]]:
-        xp, found, out = ctx.xp, self.rule, ctx.out
-        rank = len(out.shape)
+        xp, found, shape = ctx.xp, self.rule, ctx.out.shape
+        rank = len(shape)
         # an operand that already has the result's (B, *shape) needs no lifting (the hot path)
         lifted = [
-            v if b and o.shape == out.shape else lift(xp, v, b, rank)
+            v if b and o.shape == shape else lift(xp, v, b, rank)
             for v, b, o in zip(ctx.values, ctx.batched, ctx.inputs)
         ]
         if self.name in _MAYBE_CONSTANT:
