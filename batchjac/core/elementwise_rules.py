@@ -115,6 +115,8 @@ class ElementwiseRule:
             y = value(*args, **params)
             with quiet(xp):
                 partials = derivatives(*args, y, **params)
+            if len(partials) == 1:
+                return y, _like(xp, partials[0], y)
             return (y, *(_like(xp, d, y) for d in partials))
         return tuple(self.generate(xp, *args, **params))
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import builtins
 import numbers
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -90,7 +91,7 @@ class _Step:
     it computes local Jacobians for (``wanted``) and those whose local Jacobian is the
     identity (``units``: their edges pass on, nothing is computed), the slots freed after it."""
 
-    __slots__ = ("refs", "literal", "batched", "wanted", "units", "frees")
+    __slots__ = ("refs", "literal", "batched", "wanted", "units", "frees", "impl")
 
     def __init__(
         self,
@@ -99,18 +100,40 @@ class _Step:
         wanted: tuple[int, ...],
         units: tuple[int, ...],
         frees: tuple[int, ...],
+        impl: Any = None,
     ):
         self.refs, self.batched, self.wanted, self.units, self.frees = refs, batched, wanted, units, frees
         self.literal = -1 in refs
+        self.impl = impl  # the value alone, specialised to the avals (Primitive.impl_for)
 
 
 @dataclass
 class _Schedule:
     """What :func:`forward` needs of a program's structure, found once per structure
-    (:attr:`Program.key` and ``wrt``): the steps and the number of variable slots."""
+    (:attr:`Program.key` and ``wrt``): the steps and the number of variable slots; ``rows``
+    holds each step as a tuple, as the loop of :func:`forward` unpacks it."""
 
     steps: list[_Step]
     slots: int
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.rows = [
+            (
+                None if step.literal else _getter(step.refs), step.refs, step.batched, step.wanted,
+                step.units, step.frees, step.impl,
+            )
+            for step in self.steps
+        ]  # fmt: skip
+
+
+def _getter(refs: tuple[int, ...]) -> Any:
+    """``env -> [env[r] for r in refs]`` in C (``operator.itemgetter``)."""
+    if len(refs) == 1:
+        (r,) = refs
+        return lambda env: [env[r]]
+    get = operator.itemgetter(*refs)
+    return lambda env: list(get(env))
 
 
 _SCHEDULES: dict[tuple[Any, tuple[int, ...]], _Schedule] = {}
@@ -139,7 +162,9 @@ def _schedule(program: Program, wrt: Sequence[Var]) -> _Schedule:
         if wanted:
             with_edges.add(eq.out)
         frees = tuple(sorted({o.index for o in eq.inputs if isinstance(o, Var) and last.get(o) == k}))
-        steps.append(_Step(refs, batched, tuple(i for i in wanted if i not in units), units, frees))
+        rest = tuple(i for i in wanted if i not in units)
+        impl = None if rest else eq.primitive.impl_for(eq.inputs, eq.out, **params)
+        steps.append(_Step(refs, batched, rest, units, frees, impl))
     variables = [*program.inputs, *program.consts, *(eq.out for eq in program.equations)]
     found = _Schedule(steps, 1 + max((v.index for v in variables), default=-1))
     if len(_SCHEDULES) >= _SCHEDULES_SIZE:
@@ -165,30 +190,31 @@ def forward(
     arrays = [a for a in (*inputs, *consts) if hasattr(a, "shape")]
     xp = _xp_of(arrays)  # one device for the whole call (checked where the call began)
     ops = select_backend(*arrays)
-    for step, eq in zip(schedule.steps, program.equations):
-        if step.literal:
-            values = [env[r] if r >= 0 else o.value for r, o in zip(step.refs, eq.inputs)]  # type: ignore[union-attr]
+    for (get, refs, batched, wanted, units, frees, impl), eq in zip(schedule.rows, program.equations):
+        if get is None:  # a literal operand: its value is this program's (not part of the key)
+            values = [env[r] if r >= 0 else o.value for r, o in zip(refs, eq.inputs)]  # type: ignore[union-attr]
         else:
-            values = [env[r] for r in step.refs]
+            values = get(env)
         params = dict(eq.params) if eq.params else _NO_PARAMS
-        if step.wanted:
-            ctx = JacobianContext(xp, values, step.batched, eq.inputs, eq.out, batch, eq.out.dtype, ops)
-            value, local = eq.primitive.local_jacobians(ctx, step.wanted, **params)
+        out = eq.out
+        if wanted:
+            ctx = JacobianContext(xp, values, batched, eq.inputs, out, batch, out.dtype, ops)
+            value, local = eq.primitive.local_jacobians(ctx, wanted, **params)
             parents: dict[Var, Jacobian] = {}
             for i, J in local.items():
                 operand = cast(Var, eq.inputs[i])  # wanted: the Var operands only
                 for node, K in _compose_diagonal(operand, J, edges):
                     parents[node] = parents[node] + K if node in parents else K
-        else:
-            value = eq.primitive.impl(xp, values, step.batched, **params)
+        else:  # params are static (part of the key): impl has them
+            value = impl(xp, values, batched)
             parents = {}
-        for i in step.units:  # d out / d operand = I: out depends on the operand's parents as it does
-            for node, K in edges[eq.inputs[i]].items():  # type: ignore[index]
+        for i in units:  # d out / d operand = I: out depends on the operand's parents as it does
+            for node, K in edges[eq.inputs[i]].items():
                 parents[node] = parents[node] + K if node in parents else K
         if parents:
-            edges[eq.out] = parents
-        env[eq.out.index] = value
-        for r in step.frees:
+            edges[out] = parents
+        env[out.index] = value
+        for r in frees:
             env[r] = None
     return [env[v.index] for v in program.outputs], edges
 

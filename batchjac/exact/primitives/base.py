@@ -76,6 +76,12 @@ class Primitive:
     def vjp(self, cotangent: Any, i: int, inputs: Sequence[Any], out: Any, *args: Any, **params: Any) -> Any:
         raise NotImplementedError(f"{self.name}: no reverse-mode rule (second derivatives and nesting)")
 
+    def impl_for(self, inputs: Sequence[Atom], out: Var, **params: Any) -> Any:
+        """``impl`` specialised to these operands' avals (known when a program is scheduled):
+        a function ``(xp, values, batched) -> value`` that may skip what the avals settle.
+        The default is ``impl`` itself."""
+        return functools.partial(self.impl, **params) if params else self.impl
+
     def unit_partial(self, inputs: Sequence[Atom], out: Var, i: int, *args: Any, **params: Any) -> bool:
         """True when the local Jacobian w.r.t. input ``i`` is the identity whatever the values
         (``x + c`` w.r.t. ``x``): the structured interpreter then passes the operand's own

@@ -75,6 +75,18 @@ class ElementwisePrimitive(Primitive):
         self, ctx: JacobianContext, wrt: Iterable[int], **params: Any
     ) -> tuple[Any, dict[int, Jacobian]]:
         xp, found, shape = ctx.xp, self.rule, ctx.out.shape
+        if (
+            len(ctx.values) == 1
+            and ctx.batched[0]
+            and xp is np
+            and self.name not in _MAYBE_CONSTANT
+            and ctx.inputs[0].shape == shape
+            and getattr(ctx.ops, "name", None) == "numpy"
+            and found.functions is None
+        ):  # a unary rule on samples of the result's shape, on NumPy: what the steps below give
+            value, partial = found.value_and_derivatives(np, ctx.values[0], **params)
+            ctx.value = value
+            return value, {0: Diagonal(partial.reshape(ctx.batch, ctx.out.size))}
         rank = len(shape)
         # an operand that already has the result's (B, *shape) needs no lifting (the hot path)
         lifted = [
@@ -99,6 +111,16 @@ class ElementwisePrimitive(Primitive):
             else:
                 out[i] = _partial_jacobian(ctx, i, partials[i])
         return value, out
+
+    def impl_for(self, inputs: Sequence[Atom], out: Var, **params: Any) -> Any:
+        batched = [o.batched for o in inputs]
+        if any(batched) and all(o.shape == out.shape for o, b in zip(inputs, batched) if b) and all(
+            len(o.shape) <= len(out.shape) for o in inputs
+        ):
+            # the batched operands have the result's shape and the shared ones broadcast from
+            # the right: NumPy's broadcasting is the per-sample one, nothing to lift
+            return lambda xp, values, batched: self.rule.value(xp, *values, **params)
+        return super().impl_for(inputs, out, **params)
 
     def unit_partial(self, inputs: Sequence[Atom], out: Var, i: int, **params: Any) -> bool:
         operand = inputs[i]

@@ -12,7 +12,7 @@ every X). Stacks of matrices give block-diagonal Jacobians.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,7 +29,7 @@ from batchjac.exact.primitives.base import (
     unlift,
 )
 from batchjac.exact.tracer import bind
-from batchjac.structured.types import Dense, Jacobian
+from batchjac.structured.types import Dense, Jacobian, Shared
 
 
 @functools.lru_cache(maxsize=1024)
@@ -96,6 +96,18 @@ class MatMul(Primitive):
             y = unlift(y, ba or bb)
         lead = (y.shape[0],) if (ba or bb) else ()
         return y.reshape(lead + final)
+
+    def local_jacobians(
+        self, ctx: JacobianContext, wrt: Iterable[int], **params: Any
+    ) -> tuple[Any, dict[int, Jacobian]]:
+        (a, b), (ba, bb) = ctx.values, ctx.batched
+        if ba and not bb and tuple(wrt) == (0,) and a.ndim == 2 and b.ndim == 2:
+            # a layer: samples (B, q) times a weight (q, r) shared by the batch; the value and
+            # the local Jacobian the general rules give (Shared W^T), without their reshaping
+            value = a @ b
+            ctx.value = value
+            return value, {0: Shared(b.T.astype(ctx.dtype, copy=False), ctx.batch)}
+        return super().local_jacobians(ctx, wrt, **params)
 
     def jacobian(self, ctx: JacobianContext, i: int, **params: Any) -> Jacobian:
         xp, batch, dtype = ctx.xp, ctx.batch, ctx.dtype
