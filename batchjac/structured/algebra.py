@@ -468,8 +468,10 @@ def _in_dtype(J: Any, dtype: Any) -> Any:
     return J.astype(dtype)
 
 
-def matmul(J: Any, K: Any) -> Any:
+def matmul(J: Any, K: Any, ops: Any = None) -> Any:
     """``J @ K`` per sample by the registered rule for the pair (see this module's table).
+    ``ops``: the backend, when the caller has chosen it for both (an interpreter does once
+    per call); found from the operands otherwise.
 
     >>> import numpy as np, batchjac as bj
     >>> D = bj.Diagonal(np.array([[2.0, 3.0]]))
@@ -486,7 +488,7 @@ def matmul(J: Any, K: Any) -> Any:
     rule, _ = PRODUCTS.resolve(type(J), type(K))
     dtype = result_dtype(J, K)
     J, K = _in_dtype(J, dtype), _in_dtype(K, dtype)
-    return _promoted(rule.compute(backend_of(J, K), J, K), dtype)
+    return _promoted(rule.compute(backend_of(J, K) if ops is None else ops, J, K), dtype)
 
 
 def add(J: Any, K: Any) -> Any:

@@ -34,6 +34,7 @@ from batchjac.backends.dispatch import select_backend
 from batchjac.core.arrays import namespace
 from batchjac.exact.ir import Program, Var
 from batchjac.exact.primitives.base import JacobianContext
+from batchjac.structured import algebra
 from batchjac.structured.chain import chain_plan
 from batchjac.structured.types import Diagonal, Identity, Jacobian, Shared
 
@@ -237,19 +238,28 @@ def _is_unit_for(D: Jacobian, J: Jacobian) -> bool:
     return type(D) is Identity and D.is_unit and (D.is_weak or D.dtype == J.dtype)
 
 
-def _multiply_tree(tree: Any, factors: Sequence[Jacobian]) -> Jacobian:
-    """The product of ``factors`` (left to right) by the bracketing ``tree`` of a chain plan."""
+def _multiply_tree(tree: Any, factors: Sequence[Jacobian], ops: Any = None) -> Jacobian:
+    """The product of ``factors`` (left to right) by the bracketing ``tree`` of a chain plan
+    (``ops``: the call's backend, chosen once)."""
     if isinstance(tree, int):
         return factors[tree]
     left, right = tree
-    return _multiply_tree(left, factors) @ _multiply_tree(right, factors)
+    return algebra.matmul(_multiply_tree(left, factors, ops), _multiply_tree(right, factors, ops), ops)
 
 
 def assemble(
-    program: Program, output: Var, wrt: Sequence[Var], edges: Edges, batch: int, dtype: Any, xp: Any
+    program: Program,
+    output: Var,
+    wrt: Sequence[Var],
+    edges: Edges,
+    batch: int,
+    dtype: Any,
+    xp: Any,
+    ops: Any = None,
 ) -> tuple[list[Jacobian], AssemblyPlan]:
     """The Jacobian of ``output`` w.r.t. each of ``wrt`` from the local Jacobians ``edges``,
-    by a cached plan when this structure was assembled before. Returns ``(jacobians, plan)``."""
+    by a cached plan when this structure was assembled before. Returns ``(jacobians, plan)``.
+    ``ops``: the call's backend for the chain products (found per product when None)."""
     edges = _reachable(edges, output)  # dead ends (a value composed away, an unused result) drop out
     key = (program.key, output.index, tuple(v.index for v in wrt))
     cached = PLAN_CACHE.get(key)
@@ -261,7 +271,7 @@ def assemble(
             if action[0] == "chain":
                 _, sink, path, source, tree = action
                 _multiply_path(
-                    edges, by_index[sink], [by_index[u] for u in path], by_index[source], plan, tree
+                    edges, by_index[sink], [by_index[u] for u in path], by_index[source], plan, tree, ops
                 )
             else:
                 _eliminate_vertex(edges, by_index[action[1]])
@@ -371,7 +381,13 @@ def _eliminate_chains(edges: Edges, inner: Sequence[Var], plan: AssemblyPlan) ->
 
 
 def _multiply_path(
-    edges: Edges, sink: Var, path: Sequence[Var], source: Var, plan: AssemblyPlan, tree: Any = None
+    edges: Edges,
+    sink: Var,
+    path: Sequence[Var],
+    source: Var,
+    plan: AssemblyPlan,
+    tree: Any = None,
+    ops: Any = None,
 ) -> None:
     """Multiply the chain ``sink <- path <- source`` into one edge: planned (``tree`` None:
     the planner's cheapest bracketing, recorded in ``plan``) or replayed by ``tree``."""
@@ -391,7 +407,7 @@ def _multiply_path(
             f"chain of {len(factors)} factors {' '.join(type(J).__name__ for J in factors)}: "
             f"{chain_plan_.order}" + (", summed with a parallel path" if merged else "")
         )
-    _add_edge(edges, sink, source, _multiply_tree(tree, factors))
+    _add_edge(edges, sink, source, _multiply_tree(tree, factors, ops))
 
 
 def _eliminate_vertex(edges: Edges, v: Var) -> None:
@@ -409,8 +425,8 @@ def value_and_jacobians(
     (value,), edges = forward(program, inputs, consts, wrt, batch)
     output = program.outputs[0]
     xp = namespace(value) if hasattr(value, "shape") else np
-    dtype = output.dtype
-    jacobians, plan = assemble(program, output, list(wrt), edges, batch, dtype, xp)
+    ops = select_backend(*[a for a in (*inputs, *consts) if hasattr(a, "shape")])  # as forward chose
+    jacobians, plan = assemble(program, output, list(wrt), edges, batch, output.dtype, xp, ops)
     return value, jacobians, plan
 
 
