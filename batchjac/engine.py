@@ -131,12 +131,6 @@ def _all_numbers(tree: Any) -> bool:
     return bool(leaves) and all(isinstance(leaf, (int, float, np.number)) and not isinstance(leaf, bool) for leaf in leaves)
 
 
-def is_nested(args: Sequence[Any], options: Options) -> bool:
-    """True when a differentiated argument is a tracer: the call is inside ``f`` of an
-    enclosing ``bj.jacobian`` (or ``bj.grad``), and must itself be traceable."""
-    return any(isinstance(leaf, Tracer) for leaf in _leaves(args, options))
-
-
 def _leaves(args: Sequence[Any], options: Options) -> list[Any]:
     return [leaf for i in options.argnums for leaf in flatten(args[i])[0]]
 
@@ -157,9 +151,11 @@ def value_and_jacobian(
         options = replace(options, framework=sorted(foreign, key=str)[0])
     args = _prepared(args, options)
     leaves = _leaves(args, options)
-    if is_nested(args, options):
+    if any(isinstance(leaf, Tracer) for leaf in leaves):
+        # a differentiated argument is a tracer: the call is inside f of an enclosing
+        # bj.jacobian (or bj.grad), and must itself be traceable
         return _nested(f, args, kwargs, options)
-    select_backend(*leaves, backend=options.backend, names=[f"leaf {i}" for i in range(len(leaves))])
+    select_backend(*leaves, backend=options.backend, names=lambda: [f"leaf {i}" for i in range(len(leaves))])
     with call_backend(options.backend):
         return _value_and_jacobian(f, args, kwargs, options)
 

@@ -318,7 +318,10 @@ def bind(primitive: Primitive, operands: Sequence[Any], params: dict[str, Any] |
     batched, a plain array otherwise.
     """
     params = params or {}
-    trace = trace_of(*operands)
+    trace = None  # the innermost trace among the operands (trace_of, inline: called per operation)
+    for o in operands:
+        if isinstance(o, Tracer) and (trace is None or o.recording.level > trace.level):
+            trace = o.recording
     if trace is None:
         return _eager(primitive, operands, params)
     stack = _stack.get()

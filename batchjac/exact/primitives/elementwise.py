@@ -58,6 +58,11 @@ class ElementwisePrimitive(Primitive):
         return rule(self.name)
 
     def abstract(self, inputs: Sequence[Atom], **params: Any) -> tuple[tuple[int, ...], np.dtype[Any]]:
+        first = inputs[0]
+        if type(first) is Var and first.dtype.kind == "f" and all(
+            type(o) is Var and o.shape == first.shape and o.dtype == first.dtype for o in inputs
+        ):
+            return first.shape, first.dtype  # variables of one shape and float dtype (the common case)
         shape = broadcast_shapes(*(o.shape for o in inputs))
         return shape, result_dtype(inputs)
 
