@@ -325,15 +325,21 @@ def exact_memory_per_sample(program: Program, inputs: Sequence[Any]) -> int:
     structured rules, output times input for dense ones: products of traced operands,
     softmax, linear algebra), and three copies of the result (assembly, densified, layout).
     Counted once per structure."""
+    return _memory_facts(program)[0]
+
+
+def _memory_facts(program: Program) -> tuple[int, int]:
+    """``(exact_memory_per_sample, _working_bytes_per_sample)``, counted once per structure."""
     found = _MEMORY_PER_SAMPLE.get(program.key)
     if found is None:
-        found = _MEMORY_PER_SAMPLE[program.key] = _count_memory_per_sample(program)
+        per_sample = _count_memory_per_sample(program)
+        found = _MEMORY_PER_SAMPLE[program.key] = (per_sample, _working_bytes_per_sample(program, per_sample))
         if len(_MEMORY_PER_SAMPLE) > 512:
             _MEMORY_PER_SAMPLE.pop(next(iter(_MEMORY_PER_SAMPLE)))
     return found
 
 
-_MEMORY_PER_SAMPLE: dict[Any, int] = {}
+_MEMORY_PER_SAMPLE: dict[Any, tuple[int, int]] = {}
 
 
 def _count_memory_per_sample(program: Program) -> int:
@@ -390,7 +396,7 @@ def exact_chunk(program: Program, inputs: Sequence[Any], batch: int, options: Op
     not fit. Structured results are never chunked (they are one object)."""
     if batch == 0:
         return 1
-    per_sample = exact_memory_per_sample(program, inputs)
+    per_sample, working = _memory_facts(program)
     needed = per_sample * (options.chunk_size or batch)
     # reading the free memory costs a system call: below SMALL_REQUEST it cannot matter
     free = free_memory(inputs[0]) if inputs and needed > SMALL_REQUEST else None
@@ -415,7 +421,6 @@ def exact_chunk(program: Program, inputs: Sequence[Any], batch: int, options: Op
     chunk = max(1, min(batch, budget // max(per_sample, 1)))
     # a scalar output takes the gradient path, linear already; a GPU has no cache to fit
     if program.outputs[0].size > 1 and (not inputs or device_of(inputs[0]) == "cpu"):
-        working = _working_bytes_per_sample(program, per_sample)
         if working * chunk > WORKING_SET:
             chunk = min(chunk, max(MIN_PASS, WORKING_SET // max(working, 1)))
     passes = -(-batch // chunk)
