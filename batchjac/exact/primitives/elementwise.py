@@ -14,6 +14,7 @@ against the result.
 
 from __future__ import annotations
 
+import functools
 import numbers
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -143,8 +144,14 @@ class ElementwisePrimitive(Primitive):
         scope.update(zip(found.arguments, inputs))
         scope.update({**found.params, **params})
         scope["y"] = out
-        partial = eval(found.scalar[1 + i], scope)  # noqa: S307 - the rule's own expression
+        partial = eval(_compiled_expression(found.scalar[1 + i]), scope)  # noqa: S307 - the rule's own expression
         return lax.unbroadcast(lax.mul(cotangent, partial), lax.shape(inputs[i]))
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled_expression(expression: str) -> Any:
+    """A rule's derivative expression compiled once (``eval`` of a string compiles it anew)."""
+    return compile(expression, "<element-wise rule>", "eval")
 
 
 def _power(u: Any, v: Any) -> Any:
