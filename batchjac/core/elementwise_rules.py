@@ -121,6 +121,35 @@ class ElementwiseRule:
         return tuple(self.generate(xp, *args, **params))
 
 
+def unary_numpy_function(found: ElementwiseRule) -> Callable[[Any], tuple[Any, Any]] | None:
+    """``x -> (y, dy/dx)`` on NumPy arrays for a built-in unary rule without parameters: the
+    steps of :meth:`ElementwiseRule.value_and_derivatives` in one compiled function (the hot
+    path of the structured interpreter); None for other rules."""
+    if found.arity != 1 or found.params or found.array is not None or found.scalar is None:
+        return None
+    key = (found.name, found.scalar)
+    compiled = _UNARY_NUMPY.get(key)
+    if compiled is None:
+        import numpy as np
+
+        value, derivatives = _array_functions(found, np)
+        errstate = np.errstate
+
+        def compiled(x: Any) -> tuple[Any, Any]:
+            y = value(x)
+            if y.dtype != x.dtype:
+                y = y.astype(np.result_type(x.dtype), copy=False)  # as typed_value promotes
+            with errstate(divide="ignore", invalid="ignore", over="ignore"):
+                (d,) = derivatives(x, y)
+            return y, _like(np, d, y)
+
+        _UNARY_NUMPY[key] = compiled
+    return compiled
+
+
+_UNARY_NUMPY: dict[tuple[str, tuple[str, ...]], Callable[[Any], tuple[Any, Any]]] = {}
+
+
 def _like(xp: Any, d: Any, y: Any) -> Any:
     """A derivative as an array of ``y``'s shape and dtype (constants are filled)."""
     if getattr(d, "shape", None) == y.shape and d.dtype == y.dtype:

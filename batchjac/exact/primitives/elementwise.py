@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from batchjac.backends.dispatch import select_backend
-from batchjac.core.elementwise_rules import BINARY, UNARY, ElementwiseRule, quiet, rule
+from batchjac.core.elementwise_rules import BINARY, UNARY, ElementwiseRule, quiet, rule, unary_numpy_function
 from batchjac.exact import lax
 from batchjac.exact.ir import Atom, Literal, Var
 from batchjac.exact.primitives import jacobians
@@ -90,7 +90,11 @@ class ElementwisePrimitive(Primitive):
             and getattr(ctx.ops, "name", None) == "numpy"
             and found.functions is None
         ):  # a unary rule on samples of the result's shape, on NumPy: what the steps below give
-            value, partial = found.value_and_derivatives(np, ctx.values[0], **params)
+            fast = unary_numpy_function(found) if not params else None
+            if fast is not None:
+                value, partial = fast(ctx.values[0])
+            else:
+                value, partial = found.value_and_derivatives(np, ctx.values[0], **params)
             ctx.value = value
             return value, {0: Diagonal(partial.reshape(ctx.batch, ctx.out.size))}
         rank = len(shape)
