@@ -26,7 +26,7 @@ import numbers
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 
@@ -87,45 +87,30 @@ def _xp_of(values: Sequence[Any]) -> Any:
     return namespace(*arrays) if arrays else np
 
 
-class _Step:
-    """One equation as :func:`forward` runs it: operand slots (-1: a literal), the operands
-    it computes local Jacobians for (``wanted``) and those whose local Jacobian is the
-    identity (``units``: their edges pass on, nothing is computed), the slots freed after it."""
+class _Step(NamedTuple):
+    """One equation as :func:`forward` runs it: how to read its operands (``get``, None when
+    one is a literal, read from the program: literal values are not part of the key), their
+    slots (-1: a literal), the operands it computes local Jacobians for (``wanted``) and those
+    whose local Jacobian is the identity (``units``: their edges pass on, nothing is
+    computed), the slots freed after it, and the value alone specialised to the avals
+    (``impl``, :meth:`Primitive.impl_for`, for steps that compute no local Jacobian)."""
 
-    __slots__ = ("refs", "literal", "batched", "wanted", "units", "frees", "impl")
-
-    def __init__(
-        self,
-        refs: tuple[int, ...],
-        batched: tuple[bool, ...],
-        wanted: tuple[int, ...],
-        units: tuple[int, ...],
-        frees: tuple[int, ...],
-        impl: Any = None,
-    ):
-        self.refs, self.batched, self.wanted, self.units, self.frees = refs, batched, wanted, units, frees
-        self.literal = -1 in refs
-        self.impl = impl  # the value alone, specialised to the avals (Primitive.impl_for)
+    get: Any
+    refs: tuple[int, ...]
+    batched: tuple[bool, ...]
+    wanted: tuple[int, ...]
+    units: tuple[int, ...]
+    frees: tuple[int, ...]
+    impl: Any
 
 
 @dataclass
 class _Schedule:
     """What :func:`forward` needs of a program's structure, found once per structure
-    (:attr:`Program.key` and ``wrt``): the steps and the number of variable slots; ``rows``
-    holds each step as a tuple, as the loop of :func:`forward` unpacks it."""
+    (:attr:`Program.key` and ``wrt``): the steps and the number of variable slots."""
 
     steps: list[_Step]
     slots: int
-    rows: list[tuple[Any, ...]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.rows = [
-            (
-                None if step.literal else _getter(step.refs), step.refs, step.batched, step.wanted,
-                step.units, step.frees, step.impl,
-            )
-            for step in self.steps
-        ]  # fmt: skip
 
 
 def _getter(refs: tuple[int, ...]) -> Any:
@@ -165,7 +150,7 @@ def _schedule(program: Program, wrt: Sequence[Var]) -> _Schedule:
         frees = tuple(sorted({o.index for o in eq.inputs if isinstance(o, Var) and last.get(o) == k}))
         rest = tuple(i for i in wanted if i not in units)
         impl = None if rest else eq.primitive.impl_for(eq.inputs, eq.out, **params)
-        steps.append(_Step(refs, batched, rest, units, frees, impl))
+        steps.append(_Step(None if -1 in refs else _getter(refs), refs, batched, rest, units, frees, impl))
     variables = [*program.inputs, *program.consts, *(eq.out for eq in program.equations)]
     found = _Schedule(steps, 1 + max((v.index for v in variables), default=-1))
     if len(_SCHEDULES) >= _SCHEDULES_SIZE:
@@ -178,9 +163,15 @@ _NO_PARAMS: dict[str, Any] = {}
 
 
 def forward(
-    program: Program, inputs: Sequence[Any], consts: Sequence[Any], wrt: Sequence[Var], batch: int
+    program: Program,
+    inputs: Sequence[Any],
+    consts: Sequence[Any],
+    wrt: Sequence[Var],
+    batch: int,
+    ops: Any = None,
 ) -> tuple[list[Any], Edges]:
-    """Values and local Jacobians: ``(output value, edges)`` with ``edges[child][parent] = J``."""
+    """Values and local Jacobians: ``(output value, edges)`` with ``edges[child][parent] = J``;
+    ``ops``: the call's backend (chosen from the arrays when None)."""
     schedule = _schedule(program, wrt)
     env: list[Any] = [None] * schedule.slots
     for v, a in zip(program.inputs, inputs):
@@ -190,8 +181,9 @@ def forward(
     edges: Edges = {}
     arrays = [a for a in (*inputs, *consts) if hasattr(a, "shape")]
     xp = _xp_of(arrays)  # one device for the whole call (checked where the call began)
-    ops = select_backend(*arrays)
-    for (get, refs, batched, wanted, units, frees, impl), eq in zip(schedule.rows, program.equations):
+    if ops is None:
+        ops = select_backend(*arrays)
+    for (get, refs, batched, wanted, units, frees, impl), eq in zip(schedule.steps, program.equations):
         if get is None:  # a literal operand: its value is this program's (not part of the key)
             values = [env[r] if r >= 0 else o.value for r, o in zip(refs, eq.inputs)]  # type: ignore[union-attr]
         else:
@@ -210,7 +202,7 @@ def forward(
             value = impl(xp, values, batched)
             parents = {}
         for i in units:  # d out / d operand = I: out depends on the operand's parents as it does
-            for node, K in edges[eq.inputs[i]].items():
+            for node, K in edges[cast(Var, eq.inputs[i])].items():
                 parents[node] = parents[node] + K if node in parents else K
         if parents:
             edges[out] = parents
@@ -422,10 +414,10 @@ def value_and_jacobians(
     program: Program, inputs: Sequence[Any], consts: Sequence[Any], wrt: Sequence[Var], batch: int
 ) -> tuple[Any, list[Jacobian], AssemblyPlan]:
     """``(output value, [J w.r.t. each of wrt], plan)`` for a program of one output."""
-    (value,), edges = forward(program, inputs, consts, wrt, batch)
+    ops = select_backend(*[a for a in (*inputs, *consts) if hasattr(a, "shape")])  # once for the call
+    (value,), edges = forward(program, inputs, consts, wrt, batch, ops)
     output = program.outputs[0]
     xp = namespace(value) if hasattr(value, "shape") else np
-    ops = select_backend(*[a for a in (*inputs, *consts) if hasattr(a, "shape")])  # as forward chose
     jacobians, plan = assemble(program, output, list(wrt), edges, batch, output.dtype, xp, ops)
     return value, jacobians, plan
 
