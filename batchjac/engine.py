@@ -155,8 +155,8 @@ def value_and_jacobian(
         # a differentiated argument is a tracer: the call is inside f of an enclosing
         # bj.jacobian (or bj.grad), and must itself be traceable
         return _nested(f, args, kwargs, options)
-    select_backend(*leaves, backend=options.backend, names=lambda: [f"leaf {i}" for i in range(len(leaves))])
-    with call_backend(options.backend):
+    with call_backend(options.backend):  # the requested backend resolved once for the call
+        select_backend(*leaves, names=lambda: [f"leaf {i}" for i in range(len(leaves))])  # devices agree
         return _value_and_jacobian(f, args, kwargs, options)
 
 

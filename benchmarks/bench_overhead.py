@@ -64,36 +64,49 @@ def by_hand(params, x):
 
 
 def phases(params, x, repeats):
-    """Median time (ms) of each phase of one ``bj.jacobian`` call."""
+    """Median time (ms) of each phase of one ``bj.jacobian`` call (the structured chain), each
+    phase timed inside the same iteration: tracing ``f`` into a program, its structural key,
+    values and local Jacobians (the forward schedule), the chain products (the cached plan
+    replayed), and, for the first call of a structure only, planning (a cold assembly minus
+    a replayed one)."""
+    import time
+
+    from batchjac.backends.dispatch import select_backend
     from batchjac.engine import check_options
     from batchjac.exact.capture import capture
     from batchjac.exact.interpret import jacobian as interpret
 
     f = lambda x: mlp(params, x)  # noqa: E731
     options = check_options(f, (x,))
-    captured = capture(f, (x,), {}, options.argnums)
-    program = captured.program
-
-    def forward():
-        return interpret.forward(program, [x], program.const_values, program.inputs, BATCH)
-
-    def assemble():
-        (value,), edges = forward()
-        return interpret.assemble(program, program.outputs[0], list(program.inputs), edges, BATCH, np.float32, np)
-
-    return {
-        "trace": median_ms(lambda: capture(f, (x,), {}, options.argnums), repeats),
-        "structural key": median_ms(lambda: _fresh_key(program), repeats),
-        "values and local Jacobians": median_ms(forward, repeats),
-        "forward + assembly (cached plan)": median_ms(assemble, repeats),
-    }
-
-
-def _fresh_key(program):
-    """The structural key as a call builds it: the tuple, then the look-up that interns it
-    (every cache of the call is keyed by it; the hex digest is only made for the disk cache)."""
-    program._key = None
-    return program.key
+    ops = select_backend(x)
+    batch = x.shape[0]
+    names = ("trace", "structural key", "values and local Jacobians", "products (cached plan)")
+    times: dict[str, list[float]] = {name: [] for name in names}
+    cold: list[float] = []
+    for i in range(repeats + 20):
+        t0 = time.perf_counter()
+        program = capture(f, (x,), {}, options.argnums).program
+        t1 = time.perf_counter()
+        key = program.key
+        t2 = time.perf_counter()
+        (value,), edges = interpret.forward(program, [x], program.const_values, program.inputs, batch, ops)
+        t3 = time.perf_counter()
+        if i % 10 == 9:  # now and then, a first call of the structure: the plan is made
+            for k in [k for k in interpret.PLAN_CACHE if k[0] is key]:
+                del interpret.PLAN_CACHE[k]
+        t4 = time.perf_counter()
+        interpret.assemble(program, program.outputs[0], list(program.inputs), edges, batch, np.float32, np, ops)
+        t5 = time.perf_counter()
+        if i < 20:
+            continue  # warm-up
+        if i % 10 == 9:
+            cold.append(t5 - t4)
+            continue
+        for name, seconds in zip(names, (t1 - t0, t2 - t1, t3 - t2, t5 - t4)):
+            times[name].append(seconds)
+    result = {name: 1e3 * float(np.median(v)) for name, v in times.items()}
+    result["planning (first call only)"] = 1e3 * float(np.median(cold)) - result["products (cached plan)"]
+    return result
 
 
 def main(argv=None) -> int:
@@ -137,14 +150,21 @@ def main(argv=None) -> int:
         result["tiny_call_fused_ms"] = tiny_ms["fused"]
         result["overhead_fused_ms"] = tiny_ms["fused"] - tiny_ms["by hand"]
         result["phases_ms"] = phases(params, x, options.repeats)
+        result["tiny_phases_ms"] = phases(tiny, x_tiny, options.repeats)
+        result["tiny_phases_ms"]["the rest (validation, backend, results)"] = tiny_ms["chain"] - sum(
+            v for k, v in result["tiny_phases_ms"].items() if k != "planning (first call only)"
+        )
     print(f"bj.jacobian MLP {'-'.join(map(str, WIDTHS))} B={BATCH} float32: {total:.3f} ms median of {options.repeats}")
     print(f"  same products and passes by hand in NumPy: {numpy_ms:.3f} ms")
     print(f"  the same program at widths 4, B = 2 (structured chain): {tiny_ms['chain']:.3f} ms a call, by hand in NumPy "
           f"{tiny_ms['by hand']:.3f} ms: overhead {overhead:.3f} ms")  # fmt: skip
     if "tiny_call_fused_ms" in result:
         print(f"  the same, fused kernel (fuse=True): {tiny_ms['fused']:.3f} ms a call, overhead {result['overhead_fused_ms']:.3f} ms")
-    for name, ms in result.get("phases_ms", {}).items():
-        print(f"  {name:34s} {ms:.3f} ms")
+    for title, key in (("full size", "phases_ms"), ("widths 4, B = 2", "tiny_phases_ms")):
+        if key in result:
+            print(f"  phases at {title}:")
+            for name, ms in result[key].items():
+                print(f"    {name:40s} {ms:.3f} ms")
     if options.out:
         out = Path(options.out)
         out.mkdir(parents=True, exist_ok=True)

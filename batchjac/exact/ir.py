@@ -29,6 +29,9 @@ if TYPE_CHECKING:  # the primitives import this module
     from batchjac.exact.primitives.base import Primitive
 
 
+_DTYPE_CODES: dict[Any, str] = {}  # np.dtype -> its .str (made once per dtype, not per variable)
+
+
 class Var:
     """One value of a program: per-sample ``shape``, ``dtype``, ``batched`` flag.
 
@@ -40,12 +43,18 @@ class Var:
 
     def __init__(self, index: int, shape: Iterable[Any], dtype: DTypeLike, batched: bool):
         self.index = index
-        self.shape = tuple(map(int, shape))
-        self.dtype = np.dtype(dtype)
-        self.batched = bool(batched)
-        self.size = math.prod(self.shape)  # entries per sample
+        self.shape = shape = tuple(map(int, shape))
+        # tracing makes one per operation: a known dtype's code is looked up, not made
+        known: np.dtype[Any] | None = dtype if isinstance(dtype, np.dtype) else None
+        code = _DTYPE_CODES.get(known) if known is not None else None
+        if known is None or code is None:
+            known = np.dtype(dtype)
+            code = _DTYPE_CODES.setdefault(known, known.str)
+        self.dtype = known
+        self.batched = batched = batched is True or bool(batched)
+        self.size = math.prod(shape)  # entries per sample
         # what the structural key records of a variable (see Program.key)
-        self.aval = (index, self.shape, self.dtype.str, self.batched)
+        self.aval = (index, shape, code, batched)
 
     @property
     def ndim(self) -> int:

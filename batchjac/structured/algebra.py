@@ -486,9 +486,22 @@ def matmul(J: Any, K: Any, ops: Any = None) -> Any:
             f"operand {K.shape} has output size {K.out_size}"
         )
     rule, _ = PRODUCTS.resolve(type(J), type(K))
-    dtype = result_dtype(J, K)
-    J, K = _in_dtype(J, dtype), _in_dtype(K, dtype)
-    return _promoted(rule.compute(backend_of(J, K) if ops is None else ops, J, K), dtype)
+    # result_dtype and _in_dtype for two operands, each dtype read once (a call of the
+    # structured interpreter makes one product per chain factor)
+    dJ = None if getattr(J, "is_weak", False) else J.dtype
+    dK = None if getattr(K, "is_weak", False) else K.dtype
+    if dJ is None or dK is None:
+        dtype = dK if dJ is None else dJ
+        if dtype is not None and not dtype.isnative:
+            dtype = np.result_type(dtype)
+    else:
+        dtype = dJ if dJ == dK and dJ.isnative else np.result_type(dJ, dK)
+    if dJ is not None and dJ != dtype:
+        J = J.astype(dtype)
+    if dK is not None and dK != dtype:
+        K = K.astype(dtype)
+    R = rule.compute(backend_of(J, K) if ops is None else ops, J, K)
+    return R if dtype is None or R.dtype == dtype else R.astype(dtype)
 
 
 def add(J: Any, K: Any) -> Any:

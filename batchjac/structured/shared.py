@@ -50,6 +50,16 @@ class Shared(Jacobian):
         self.out_size, self.in_size = map(int, A.shape)
 
     @classmethod
+    def trusted(cls, A: Any, batch: int) -> "Shared":
+        """A ``Shared`` of a floating ``(m, n)`` array and an int ``batch`` the caller vouches
+        for, without the checks (the interpreters' and product rules' own results)."""
+        J = cls.__new__(cls)
+        J.A = A
+        J.batch = batch
+        J.out_size, J.in_size = A.shape
+        return J
+
+    @classmethod
     def profile(cls, kind: Kind) -> Profile:
         return Profile(batched=False, stored=MN, apply=MN, entries=MN)
 
@@ -134,7 +144,8 @@ def _generic_label(left: type[Jacobian], right: type[Jacobian]) -> str:
 
 
 def _wrap(out: Any, batch: int) -> Jacobian:
-    return Dense(out) if out.ndim == 3 else Shared(out, batch)
+    """A product's or sum's array as its Jacobian (arrays the rules made: no checks)."""
+    return Dense.trusted(out) if out.ndim == 3 else Shared.trusted(out, batch)
 
 
 @register_product(Jacobian, Jacobian, result=_generic_kind, cost=FALLBACK, label=_generic_label)

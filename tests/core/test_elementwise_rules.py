@@ -376,3 +376,26 @@ def test_the_compiled_unary_numpy_function_is_the_rule_bit_for_bit(dtype):
             np.testing.assert_array_equal(a, b, err_msg=name)
         checked += 1
     assert checked >= 10
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_rules_value_function_is_its_value_for_every_built_in_rule(dtype, rng):
+    """``value_function`` (found once, the interpreter's value steps) gives ``value`` bit for
+    bit; with ``same_dtype`` (no dtype check per call) too, for operands of one float dtype:
+    every built-in rule keeps that dtype (its constants are Python numbers, weak)."""
+    checked = 0
+    for table in (UNARY, BINARY):
+        for name, found in sorted(table.items()):
+            if found.user:
+                continue
+            params = {k: 0.3 for k in found.params}
+            args = [np.concatenate([rng.standard_normal(6), [0.0, 2.5]]).astype(dtype) for _ in range(found.arity)]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                expected = found.value(np, *args, **params)
+                for same in (False, True):
+                    got = found.value_function(np, same_dtype=same, **params)(*args)
+                    assert got.dtype == expected.dtype == np.dtype(dtype) or found.zero_derivative, (name, same)
+                    np.testing.assert_array_equal(got, expected, err_msg=name)
+            checked += 1
+    assert checked >= 40

@@ -33,7 +33,6 @@ import numpy as np
 from batchjac.backends.dispatch import select_backend
 from batchjac.core.arrays import namespace
 from batchjac.exact.ir import Program, Var
-from batchjac.exact.primitives.base import JacobianContext
 from batchjac.structured import algebra
 from batchjac.structured.chain import chain_plan
 from batchjac.structured.types import Diagonal, Identity, Jacobian, Shared
@@ -92,22 +91,23 @@ class _Step(NamedTuple):
     one is a literal, read from the program: literal values are not part of the key), their
     slots (-1: a literal), the operands it computes local Jacobians for (``wanted``) and those
     whose local Jacobian is the identity (``units``: their edges pass on, nothing is
-    computed), the slots freed after it, and the value alone specialised to the avals
-    (``impl``, :meth:`Primitive.impl_for`, for steps that compute no local Jacobian)."""
+    computed), the slots freed after it, and its work specialised to the avals, namespace
+    and backend (``run``: :meth:`Primitive.jacobian_step` ``(values, batch, operands) -> (value,
+    {i: J})`` when ``wanted``, else :meth:`Primitive.value_step` ``values -> value``)."""
 
     get: Any
     refs: tuple[int, ...]
-    batched: tuple[bool, ...]
     wanted: tuple[int, ...]
     units: tuple[int, ...]
     frees: tuple[int, ...]
-    impl: Any
+    run: Any
 
 
 @dataclass
 class _Schedule:
     """What :func:`forward` needs of a program's structure, found once per structure
-    (:attr:`Program.key` and ``wrt``): the steps and the number of variable slots."""
+    (:attr:`Program.key` and ``wrt``), namespace and backend: the steps and the number of
+    variable slots."""
 
     steps: list[_Step]
     slots: int
@@ -122,12 +122,12 @@ def _getter(refs: tuple[int, ...]) -> Any:
     return lambda env: list(get(env))
 
 
-_SCHEDULES: dict[tuple[Any, tuple[int, ...]], _Schedule] = {}
+_SCHEDULES: dict[tuple[Any, ...], _Schedule] = {}
 _SCHEDULES_SIZE = 512
 
 
-def _schedule(program: Program, wrt: Sequence[Var]) -> _Schedule:
-    key = (program.key, tuple(v.index for v in wrt))
+def _schedule(program: Program, wrt: Sequence[Var], xp: Any, ops: Any) -> _Schedule:
+    key = (program.key, tuple(v.index for v in wrt), xp.__name__, ops)
     found = _SCHEDULES.get(key)
     if found is not None:
         return found
@@ -137,29 +137,28 @@ def _schedule(program: Program, wrt: Sequence[Var]) -> _Schedule:
     with_edges: set[Var] = set()  # variables that will have edges (computed from active ones)
     for k, eq in enumerate(program.equations):
         refs = tuple(o.index if isinstance(o, Var) else -1 for o in eq.inputs)
-        batched = tuple(isinstance(o, Var) and o.batched for o in eq.inputs)
         wanted = tuple(i for i, o in enumerate(eq.inputs) if isinstance(o, Var) and o in active)
         if eq.out not in active:
             wanted = ()
-        params = eq.kwargs
+        params, primitive = eq.kwargs, eq.primitive
         units = tuple(
-            i for i in wanted if eq.inputs[i] in with_edges and eq.primitive.unit_partial(eq.inputs, eq.out, i, **params)
+            i for i in wanted if eq.inputs[i] in with_edges and primitive.unit_partial(eq.inputs, eq.out, i, **params)
         )
         if wanted:
             with_edges.add(eq.out)
         frees = tuple(sorted({o.index for o in eq.inputs if isinstance(o, Var) and last.get(o) == k}))
         rest = tuple(i for i in wanted if i not in units)
-        impl = None if rest else eq.primitive.impl_for(eq.inputs, eq.out, **params)
-        steps.append(_Step(None if -1 in refs else _getter(refs), refs, batched, rest, units, frees, impl))
+        if rest:
+            run = primitive.jacobian_step(eq.inputs, eq.out, rest, xp, ops, **params)
+        else:  # params are static (part of the key): the step has them
+            run = primitive.value_step(eq.inputs, eq.out, xp, **params)
+        steps.append(_Step(None if -1 in refs else _getter(refs), refs, rest, units, frees, run))
     variables = [*program.inputs, *program.consts, *(eq.out for eq in program.equations)]
     found = _Schedule(steps, 1 + max((v.index for v in variables), default=-1))
     if len(_SCHEDULES) >= _SCHEDULES_SIZE:
         _SCHEDULES.pop(next(iter(_SCHEDULES)))
     _SCHEDULES[key] = found
     return found
-
-
-_NO_PARAMS: dict[str, Any] = {}
 
 
 def forward(
@@ -172,34 +171,35 @@ def forward(
 ) -> tuple[list[Any], Edges]:
     """Values and local Jacobians: ``(output value, edges)`` with ``edges[child][parent] = J``;
     ``ops``: the call's backend (chosen from the arrays when None)."""
-    schedule = _schedule(program, wrt)
+    arrays = [a for a in (*inputs, *consts) if hasattr(a, "shape")]
+    xp = _xp_of(arrays)  # one device for the whole call (checked where the call began)
+    if ops is None:
+        ops = select_backend(*arrays)
+    schedule = _schedule(program, wrt, xp, ops)
     env: list[Any] = [None] * schedule.slots
     for v, a in zip(program.inputs, inputs):
         env[v.index] = a
     for v, a in zip(program.consts, consts):
         env[v.index] = a
     edges: Edges = {}
-    arrays = [a for a in (*inputs, *consts) if hasattr(a, "shape")]
-    xp = _xp_of(arrays)  # one device for the whole call (checked where the call began)
-    if ops is None:
-        ops = select_backend(*arrays)
-    for (get, refs, batched, wanted, units, frees, impl), eq in zip(schedule.steps, program.equations):
+    for (get, refs, wanted, units, frees, run), eq in zip(schedule.steps, program.equations):
         if get is None:  # a literal operand: its value is this program's (not part of the key)
             values = [env[r] if r >= 0 else o.value for r, o in zip(refs, eq.inputs)]  # type: ignore[union-attr]
         else:
             values = get(env)
-        params = dict(eq.params) if eq.params else _NO_PARAMS
         out = eq.out
         if wanted:
-            ctx = JacobianContext(xp, values, batched, eq.inputs, out, batch, out.dtype, ops)
-            value, local = eq.primitive.local_jacobians(ctx, wanted, **params)
+            value, local = run(values, batch, eq.inputs)
             parents: dict[Var, Jacobian] = {}
             for i, J in local.items():
                 operand = cast(Var, eq.inputs[i])  # wanted: the Var operands only
+                if not isinstance(J, Diagonal) or operand not in edges:
+                    parents[operand] = parents[operand] + J if operand in parents else J  # (the common case)
+                    continue
                 for node, K in _compose_diagonal(operand, J, edges):
                     parents[node] = parents[node] + K if node in parents else K
-        else:  # params are static (part of the key): impl has them
-            value = impl(xp, values, batched)
+        else:
+            value = run(values)
             parents = {}
         for i in units:  # d out / d operand = I: out depends on the operand's parents as it does
             for node, K in edges[cast(Var, eq.inputs[i])].items():
@@ -252,9 +252,12 @@ def assemble(
     """The Jacobian of ``output`` w.r.t. each of ``wrt`` from the local Jacobians ``edges``,
     by a cached plan when this structure was assembled before. Returns ``(jacobians, plan)``.
     ``ops``: the call's backend for the chain products (found per product when None)."""
-    edges = _reachable(edges, output)  # dead ends (a value composed away, an unused result) drop out
     key = (program.key, output.index, tuple(v.index for v in wrt))
     cached = PLAN_CACHE.get(key)
+    if cached is None or any(action[0] == "eliminate" for action in cached.actions):
+        # dead ends (a value composed away, an unused result) drop out: planning and vertex
+        # eliminations see every edge of a vertex; a chain product takes its own edges only
+        edges = _reachable(edges, output)
     by_index = _vertices_by_index(edges)
     plan = AssemblyPlan()
     if cached is not None:  # replay: the same products in the same brackets, no planning

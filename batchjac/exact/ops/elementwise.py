@@ -19,14 +19,38 @@ from batchjac.core.elementwise_rules import BINARY, UNARY
 from batchjac.exact.ops.operands import Call, elementwise_operands, is_number, unwrap
 from batchjac.exact.primitives.base import REGISTRY
 from batchjac.exact.primitives.elementwise import COMPARISONS, ensure_rule
-from batchjac.exact.tracer import Tracer, bind
+from batchjac.exact.tracer import PER_SAMPLE, Tracer, bind
 
 
 def apply_rule(name: str, *args: Any, **params: Any) -> Any:
     """Rule ``name`` on ``args`` (NumPy broadcasting, batch semantics of :mod:`operands`)."""
+    if (len(args) == 1 and type(args[0]) is Tracer) or (len(args) == 2 and _plain_pair(*args)):
+        return bind(ensure_rule(name), args, params)  # nothing to check or convert
     call = Call(*args)
     operands = elementwise_operands(args, call, name)
     return unwrap(bind(ensure_rule(name), operands, params))
+
+
+def _plain_pair(u: Any, v: Any) -> bool:
+    """Two operands that :func:`elementwise_operands` would pass on as they are: a traced
+    array with a Python float or int, with a traced array of its trace of the same per-sample
+    shape and batch flag, or with a real NumPy array shared by the batch (fewer axes than the
+    traced array has in batched mode; any in per-sample mode)."""
+    if type(u) is Tracer:
+        t, other = u, v
+    elif type(v) is Tracer:
+        t, other = v, u
+    else:
+        return False
+    kind = type(other)
+    if kind is float or kind is int:
+        return True
+    if kind is Tracer:
+        a, b = t.node, other.node
+        return other.recording is t.recording and a.shape == b.shape and a.batched == b.batched
+    if kind is np.ndarray and other.dtype.kind in "fiub":
+        return t.recording.mode == PER_SAMPLE or other.ndim < len(t.shape)
+    return False
 
 
 def _check_params(name: str, params: dict[str, Any]) -> dict[str, float]:
@@ -42,6 +66,8 @@ def _unary(name: str, public: str | None = None) -> Callable[..., Any]:
     extra = "".join(f", {k}={v!r}" for k, v in found.params.items())
 
     def function(x: Any, **params: Any) -> Any:
+        if not params:
+            return apply_rule(name, x)
         unknown = set(params) - set(found.params)
         if unknown:
             raise TypeError(

@@ -82,6 +82,8 @@ def matmul(a: Any, b: Any) -> Any:
     >>> bj.matmul(np.ones((4, 2, 3)), np.ones((3, 5))).shape
     (4, 2, 5)
     """
+    if type(a) is Tracer and type(b) is np.ndarray and 1 <= b.ndim <= 2 and b.dtype.kind in "fiub":
+        return bind(MATMUL, (a, b))  # a traced array times a shared vector or matrix: nothing to check
     call = Call(a, b)
     if not call.traced:
         return unwrap(bind(MATMUL, (as_operand_array(a, "a"), as_operand_array(b, "b"))))
@@ -121,6 +123,17 @@ def _parameter(W: Any, call: Call, name: str, ndims: tuple[int, int]) -> Any:
     )
 
 
+def _plain_layer(x: Any, W: Any, b: Any) -> bool:
+    """``x`` traced with per-sample vectors of ``n``, ``W`` a real ``(m, n)`` array and ``b``
+    None or a real ``(m,)`` array: shared parameters in either mode (the common layer)."""
+    if type(x) is not Tracer or type(W) is not np.ndarray or W.ndim != 2 or W.dtype.kind not in "fiub":
+        return False
+    shape = x.node.shape
+    if not shape or shape[-1] != W.shape[1]:
+        return False
+    return b is None or (type(b) is np.ndarray and b.shape == (W.shape[0],) and b.dtype.kind in "fiub")
+
+
 def linear(x: Any, W: Any, b: Any = None) -> Any:
     """The affine map ``x W^T + b`` on the last axis: x ``(B, ..., n)``, W ``(m, n)`` or per
     sample ``(B, m, n)``, b ``(m,)`` or ``(B, m)``; result ``(B, ..., m)``.
@@ -132,6 +145,9 @@ def linear(x: Any, W: Any, b: Any = None) -> Any:
     >>> bj.linear(np.ones((2, 3)), np.ones((4, 3)), np.zeros(4)).shape
     (2, 4)
     """
+    if _plain_layer(x, W, b):  # a traced x and a shared weight and bias: what the checks below settle
+        y = bind(MATMUL, (x, W.T))
+        return y if b is None else lax.add(y, b)
     call = Call(x, W, b)
     x_op, x_shape = main(x, call)
     W_op = _parameter(W, call, "W", (2, 3))

@@ -76,11 +76,41 @@ class Primitive:
     def vjp(self, cotangent: Any, i: int, inputs: Sequence[Any], out: Any, *args: Any, **params: Any) -> Any:
         raise NotImplementedError(f"{self.name}: no reverse-mode rule (second derivatives and nesting)")
 
-    def impl_for(self, inputs: Sequence[Atom], out: Var, **params: Any) -> Any:
-        """``impl`` specialised to these operands' avals (known when a program is scheduled):
-        a function ``(xp, values, batched) -> value`` that may skip what the avals settle.
-        The default is ``impl`` itself."""
-        return functools.partial(self.impl, **params) if params else self.impl
+    # Steps: an equation's work specialised, once per program structure, to its operands'
+    # avals, the namespace and the backend (the structured interpreter's schedule). A step
+    # takes the operand values as a list; what the avals settle is not looked at again.
+
+    def value_step(self, inputs: Sequence[Atom], out: Var, xp: Any, **params: Any) -> Any:
+        """The value alone: a function ``values -> value`` for these avals on ``xp`` (a
+        literal's value comes in ``values``: see :meth:`jacobian_step`). The default is
+        :meth:`impl` with the parameters and batch flags bound."""
+        impl, batched = self.impl, tuple(isinstance(o, Var) and o.batched for o in inputs)
+        return lambda values: impl(xp, values, batched, **params)
+
+    def jacobian_step(
+        self, inputs: Sequence[Atom], out: Var, wanted: tuple[int, ...], xp: Any, ops: Any, **params: Any
+    ) -> Any:
+        """The value and the local Jacobians w.r.t. the operands ``wanted``: a function
+        ``(values, batch, operands) -> (value, {i: J})`` for these avals, namespace and
+        backend. ``operands`` are the equation's atoms in the program being run: a step is
+        shared by every program of one structure, whose literals may hold other values (a
+        literal's dtype is structure, its value is not), so a step reads literals from there
+        or from ``values``, never from ``inputs``. The default is :meth:`local_jacobians`
+        with a :class:`JacobianContext` per call."""
+        local, batched, dtype = (
+            self.local_jacobians,
+            tuple(isinstance(o, Var) and o.batched for o in inputs),
+            out.dtype,
+        )
+
+        def step(
+            values: Sequence[Any], batch: int, operands: Sequence[Atom]
+        ) -> tuple[Any, dict[int, Jacobian]]:
+            return local(
+                JacobianContext(xp, values, batched, operands, out, batch, dtype, ops), wanted, **params
+            )
+
+        return step
 
     def unit_partial(self, inputs: Sequence[Atom], out: Var, i: int, *args: Any, **params: Any) -> bool:
         """True when the local Jacobian w.r.t. input ``i`` is the identity whatever the values

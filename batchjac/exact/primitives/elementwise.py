@@ -42,6 +42,17 @@ def _out_rank(inputs: Sequence[Atom]) -> int:
     return max(len(o.shape) for o in inputs)
 
 
+def _broadcasts_as_numpy(inputs: Sequence[Atom], out: Var) -> bool:
+    """True when NumPy's broadcasting of the operands' arrays is the per-sample one: some
+    operand is batched, the batched ones have the result's shape, no operand has more axes."""
+    batched = [isinstance(o, Var) and o.batched for o in inputs]
+    return (
+        any(batched)
+        and all(o.shape == out.shape for o, b in zip(inputs, batched) if b)
+        and all(len(o.shape) <= len(out.shape) for o in inputs)
+    )
+
+
 def _lifted(xp: Any, values: Sequence[Any], batched: Sequence[bool], rank: int) -> list[Any]:
     return [lift(xp, v, b, rank) for v, b in zip(values, batched)]
 
@@ -122,15 +133,47 @@ class ElementwisePrimitive(Primitive):
                 out[i] = _partial_jacobian(ctx, i, partials[i])
         return value, out
 
-    def impl_for(self, inputs: Sequence[Atom], out: Var, **params: Any) -> Any:
-        batched = [o.batched for o in inputs]
-        if any(batched) and all(o.shape == out.shape for o, b in zip(inputs, batched) if b) and all(
-            len(o.shape) <= len(out.shape) for o in inputs
-        ):
+    def value_step(self, inputs: Sequence[Atom], out: Var, xp: Any, **params: Any) -> Any:
+        found = self.rule
+        if not found.user and _broadcasts_as_numpy(inputs, out):
             # the batched operands have the result's shape and the shared ones broadcast from
-            # the right: NumPy's broadcasting is the per-sample one, nothing to lift
-            return lambda xp, values, batched: self.rule.value(xp, *values, **params)
-        return super().impl_for(inputs, out, **params)
+            # the right: NumPy's broadcasting is the per-sample one, nothing to lift; a
+            # built-in rule's compiled value is found once (a user rule is looked up per use:
+            # it may be registered again)
+            dtype = out.dtype
+            same = dtype.kind == "f" and all(isinstance(o, Var) and o.dtype == dtype for o in inputs)
+            value = found.value_function(xp, same_dtype=same, **params)
+            return lambda values: value(*values)
+        return super().value_step(inputs, out, xp, **params)
+
+    def jacobian_step(
+        self, inputs: Sequence[Atom], out: Var, wanted: tuple[int, ...], xp: Any, ops: Any, **params: Any
+    ) -> Any:
+        found = self.rule
+        fast = (
+            unary_numpy_function(found)
+            if len(inputs) == 1
+            and isinstance(inputs[0], Var)
+            and inputs[0].batched
+            and inputs[0].shape == out.shape
+            and xp is np
+            and getattr(ops, "name", None) == "numpy"
+            and self.name not in _MAYBE_CONSTANT
+            and not found.user
+            and not params
+            else None
+        )
+        if fast is None:
+            return super().jacobian_step(inputs, out, wanted, xp, ops, **params)
+        size = out.size
+
+        def unary(values: Sequence[Any], batch: int, operands: Any) -> tuple[Any, dict[int, Jacobian]]:
+            # a unary rule on samples of the result's shape, on NumPy: value and derivative in
+            # one compiled function (what local_jacobians gives)
+            value, partial = fast(values[0])
+            return value, {0: Diagonal.trusted(partial.reshape(batch, size))}
+
+        return unary
 
     def unit_partial(self, inputs: Sequence[Atom], out: Var, i: int, **params: Any) -> bool:
         operand = inputs[i]

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from batchjac.exact import lax
-from batchjac.exact.ir import Atom
+from batchjac.exact.ir import Atom, Var
 from batchjac.exact.primitives import jacobians
 from batchjac.exact.primitives.base import (
     JacobianContext,
@@ -109,6 +109,24 @@ class MatMul(Primitive):
             return value, {0: Shared(b.T.astype(ctx.dtype, copy=False), ctx.batch)}
         return super().local_jacobians(ctx, wrt, **params)
 
+    def value_step(self, inputs: Sequence[Atom], out: Var, xp: Any, **params: Any) -> Any:
+        if _is_layer(inputs):  # what impl gives a layer: one (B, q) @ (q, r) product
+            return _layer_value
+        return super().value_step(inputs, out, xp, **params)
+
+    def jacobian_step(
+        self, inputs: Sequence[Atom], out: Var, wanted: tuple[int, ...], xp: Any, ops: Any, **params: Any
+    ) -> Any:
+        if _is_layer(inputs) and wanted == (0,):  # what local_jacobians gives a layer
+            dtype = out.dtype
+
+            def layer(values: Sequence[Any], batch: int, operands: Any) -> tuple[Any, dict[int, Jacobian]]:
+                a, b = values
+                return a @ b, {0: Shared.trusted(b.T.astype(dtype, copy=False), batch)}
+
+            return layer
+        return super().jacobian_step(inputs, out, wanted, xp, ops, **params)
+
     def jacobian(self, ctx: JacobianContext, i: int, **params: Any) -> Jacobian:
         xp, batch, dtype = ctx.xp, ctx.batch, ctx.dtype
         sa, sb = ctx.inputs[0].shape, ctx.inputs[1].shape
@@ -134,6 +152,25 @@ class MatMul(Primitive):
             return lax.reshape(lax.unbroadcast(grad, sa2), sa)
         grad = lax.matmul(lax.swap_last(a2), g)
         return lax.reshape(lax.unbroadcast(grad, sb2), sb)
+
+
+def _is_layer(inputs: Sequence[Atom]) -> bool:
+    """``a @ b`` with ``a`` a vector per sample and ``b`` a matrix shared by the batch (a
+    layer ``x @ W.T``): on arrays, ``(B, q) @ (q, r)``."""
+    a, b = inputs
+    return (
+        isinstance(a, Var)
+        and a.batched
+        and len(a.shape) == 1
+        and isinstance(b, Var)
+        and not b.batched
+        and len(b.shape) == 2
+    )
+
+
+def _layer_value(values: Sequence[Any]) -> Any:
+    a, b = values
+    return a @ b
 
 
 def _as_matrix(ctx: JacobianContext, i: int, shape2: tuple[int, ...]) -> Any:
