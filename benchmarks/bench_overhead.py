@@ -9,10 +9,12 @@ hand-written sequence, so the overhead is measured on the same program at widths
 where the kernels take microseconds: a call minus the same maths written by hand in NumPy
 at that size.
 
-    python benchmarks/bench_overhead.py [--repeats 200] [--out DIR]
+    python benchmarks/bench_overhead.py [--repeats 200] [--out DIR] [--baseline CHECKOUT]
 
-Run it with another checkout on ``PYTHONPATH`` to compare an older version (``--total-only``:
-the whole calls and the small program, without the phases).
+``--baseline`` times an older version back to back with this one (a checkout of it, e.g.
+``git worktree add /tmp/old <commit>``), each in subprocesses that alternate, by the older
+version's own copy of this script with ``--total-only`` (the whole calls and the small
+program, without the phases).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from harness import median_ms, median_seconds  # noqa: E402
+from harness import CpuDevice, machine, median_ms, median_seconds, versions  # noqa: E402
 
 import batchjac as bj  # noqa: E402
 
@@ -109,11 +111,56 @@ def phases(params, x, repeats):
     return result
 
 
+def _commit(checkout):
+    """The checkout's commit (short hash), or None outside a git work tree."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return done.stdout.strip() or None
+
+
+def _total_only(checkout, repeats):
+    """The whole call and the small program's overhead of the batchjac in ``checkout``, by its
+    own copy of this benchmark (``--total-only``), in a subprocess with it first on the path."""
+    import os
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        env = dict(os.environ, PYTHONPATH=str(checkout))
+        script = checkout / "benchmarks" / "bench_overhead.py"
+        command = [sys.executable, str(script), "--total-only", "--repeats", str(repeats), "--out", folder]
+        subprocess.run(command, env=env, cwd=folder, check=True, capture_output=True)
+        found = json.loads((Path(folder) / "overhead_cpu.json").read_text())
+    keys = ("total_ms", "numpy_by_hand_ms", "tiny_call_ms", "tiny_by_hand_ms", "overhead_ms")
+    return {k: found[k] for k in keys}
+
+
+def _baseline(checkout, repeats, rounds=2):
+    """An older version against this one, back to back: ``rounds`` pairs of subprocesses
+    (the older first), each timing the whole call and the small program (``--total-only``),
+    so that a slow spell of the machine falls on both."""
+    older, newer = Path(checkout).resolve(), HERE.parent
+    runs = {"baseline": [], "this version": []}
+    for _ in range(rounds):
+        runs["baseline"].append(_total_only(older, repeats))
+        runs["this version"].append(_total_only(newer, repeats))
+    return {"commit": _commit(older), "this commit": _commit(newer), "runs": runs}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="per-call overhead of bj.jacobian on a 4-layer MLP (CPU, float32)")
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--out", default=None, help="folder for overhead_cpu.json (default: print only)")
     parser.add_argument("--total-only", action="store_true", help="only the total (for older versions)")
+    parser.add_argument(
+        "--baseline", default=None, metavar="CHECKOUT",
+        help="also time an older version (a checkout of batchjac, e.g. a git worktree) in a subprocess, "
+        "right after this one, and report both",
+    )  # fmt: skip
     options = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     params = _weights(rng)
@@ -165,6 +212,14 @@ def main(argv=None) -> int:
             print(f"  phases at {title}:")
             for name, ms in result[key].items():
                 print(f"    {name:40s} {ms:.3f} ms")
+    if options.baseline:
+        result["baseline"] = _baseline(Path(options.baseline), options.repeats)
+        for name, runs in result["baseline"]["runs"].items():
+            print(f"  back to back, {name}: overhead " + ", ".join(f"{r['overhead_ms']:.3f}" for r in runs) + " ms")
+    result["commit"] = _commit(HERE.parent)
+    result["machine"] = machine(CpuDevice)
+    result["versions"] = versions()
+    result["command"] = "python benchmarks/bench_overhead.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if options.out:
         out = Path(options.out)
         out.mkdir(parents=True, exist_ok=True)
