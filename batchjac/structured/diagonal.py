@@ -37,7 +37,12 @@ class Diagonal(Jacobian):
     @classmethod
     def trusted(cls, d: Any) -> "Diagonal":
         """A ``Diagonal`` of a floating ``(B, n)`` array the caller vouches for, without the
-        checks (the interpreters' and product rules' own results: the hot path)."""
+        checks (the interpreters' and product rules' own results: the hot path).
+
+        >>> import numpy as np, batchjac as bj
+        >>> bj.Diagonal.trusted(np.ones((2, 3))).shape
+        (2, 3, 3)
+        """
         J = cls.__new__(cls)
         J.d = d
         J.batch, J.out_size = d.shape
