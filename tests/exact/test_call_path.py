@@ -179,12 +179,6 @@ def test_programs_of_one_structure_with_other_literals_each_use_their_own(dtype,
     assert len(interpret._SCHEDULES) <= 2  # steps shared by the programs of one structure
 
 
-def _primitive_and_avals(f, x):
-    program = bj.trace(f, x)
-    (eq,) = program.equations
-    return program, eq
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(
     "case",

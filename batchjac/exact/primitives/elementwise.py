@@ -101,11 +101,8 @@ class ElementwisePrimitive(Primitive):
             and getattr(ctx.ops, "name", None) == "numpy"
             and found.functions is None
         ):  # a unary rule on samples of the result's shape, on NumPy: what the steps below give
-            fast = unary_numpy_function(found) if not params else None
-            if fast is not None:
-                value, partial = fast(ctx.values[0])
-            else:
-                value, partial = found.value_and_derivatives(np, ctx.values[0], **params)
+            # (without parameters, jacobian_step serves it by the rule's compiled function)
+            value, partial = found.value_and_derivatives(np, ctx.values[0], **params)
             ctx.value = value
             return value, {0: Diagonal(partial.reshape(ctx.batch, ctx.out.size))}
         rank = len(shape)

@@ -12,7 +12,7 @@ every X). Stacks of matrices give block-diagonal Jacobians.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -97,18 +97,6 @@ class MatMul(Primitive):
         lead = (y.shape[0],) if (ba or bb) else ()
         return y.reshape(lead + final)
 
-    def local_jacobians(
-        self, ctx: JacobianContext, wrt: Iterable[int], **params: Any
-    ) -> tuple[Any, dict[int, Jacobian]]:
-        (a, b), (ba, bb) = ctx.values, ctx.batched
-        if ba and not bb and tuple(wrt) == (0,) and a.ndim == 2 and b.ndim == 2:
-            # a layer: samples (B, q) times a weight (q, r) shared by the batch; the value and
-            # the local Jacobian the general rules give (Shared W^T), without their reshaping
-            value = a @ b
-            ctx.value = value
-            return value, {0: Shared(b.T.astype(ctx.dtype, copy=False), ctx.batch)}
-        return super().local_jacobians(ctx, wrt, **params)
-
     def value_step(self, inputs: Sequence[Atom], out: Var, xp: Any, **params: Any) -> Any:
         if _is_layer(inputs):  # what impl gives a layer: one (B, q) @ (q, r) product
             return _layer_value
@@ -117,7 +105,7 @@ class MatMul(Primitive):
     def jacobian_step(
         self, inputs: Sequence[Atom], out: Var, wanted: tuple[int, ...], xp: Any, ops: Any, **params: Any
     ) -> Any:
-        if _is_layer(inputs) and wanted == (0,):  # what local_jacobians gives a layer
+        if _is_layer(inputs) and wanted == (0,):  # what the general rules give a layer (Shared W^T)
             dtype = out.dtype
 
             def layer(values: Sequence[Any], batch: int, operands: Any) -> tuple[Any, dict[int, Jacobian]]:
